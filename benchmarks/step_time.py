@@ -1,0 +1,88 @@
+"""Training-step time of each robustness estimator relative to plain SimCLR.
+
+Runs every configuration in the same process on the same synthetic batch and
+prints the median step time and its ratio to plain SimCLR (`weight=0`).
+Ratios, not seconds, are the result: they carry across machines.
+
+    python benchmarks/step_time.py
+    python benchmarks/step_time.py --encoder=cifar_resnet --batch_size=128 --jit_compile
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import time
+
+import numpy as np
+from absl import app, flags
+
+import keras
+import tarrl_tf
+from tarrl_tf import regularizers
+
+flags.DEFINE_enum("encoder", "small_cnn", ["small_cnn", "cifar_resnet"], "Encoder to time.")
+flags.DEFINE_integer("batch_size", 256, "Images per step.")
+flags.DEFINE_integer("steps", 30, "Timed steps per configuration (after warm-up).")
+flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+FLAGS = flags.FLAGS
+
+
+def configurations(epsilon):
+    return {
+        "simclr (weight=0)": None,
+        "fgsm": regularizers.FGSM(epsilon=epsilon),
+        "power_iteration-1": regularizers.PowerIteration(epsilon=epsilon, norm="inf", iterations=1),
+        "pgd-3": regularizers.PGD(epsilon=epsilon, steps=3),
+        "pgd-5": regularizers.PGD(epsilon=epsilon, steps=5),
+        "pgd-10": regularizers.PGD(epsilon=epsilon, steps=10),
+    }
+
+
+def train_function(encoder_fn, regularizer, *, jit_compile):
+    keras.utils.set_random_seed(0)
+    model = tarrl_tf.TARRLModel(
+        encoder_fn(), regularizer=regularizer, weight=0.0 if regularizer is None else 1.0, seed=0
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    model.make_train_function()
+    return model.train_function
+
+
+def timed_step(function, batch):
+    start = time.perf_counter()
+    float(function(iter([batch]))["loss"])  # Wait for the step to finish.
+    return time.perf_counter() - start
+
+
+def main(argv):
+    del argv
+    if FLAGS.encoder == "small_cnn":
+        shape, epsilon = (28, 28, 1), 0.3
+        encoder_fn = lambda: tarrl_tf.encoders.small_cnn(input_shape=shape)
+    else:
+        shape, epsilon = (32, 32, 3), 8 / 255
+        encoder_fn = lambda: tarrl_tf.encoders.cifar_resnet(input_shape=shape)
+    images = np.random.default_rng(0).random((FLAGS.batch_size, *shape), dtype=np.float32)
+    print(f"encoder={FLAGS.encoder} batch_size={FLAGS.batch_size} steps={FLAGS.steps} "
+          f"jit_compile={FLAGS.jit_compile}")
+    batch = keras.ops.convert_to_tensor(images)
+    functions = {
+        name: train_function(encoder_fn, regularizer, jit_compile=FLAGS.jit_compile)
+        for name, regularizer in configurations(epsilon).items()
+    }
+    times = {name: [] for name in functions}
+    for round_ in range(FLAGS.steps + 3):
+        # Round-robin, so load from other processes hits every configuration alike.
+        for name, function in functions.items():
+            seconds = timed_step(function, batch)
+            if round_ >= 3:  # The first rounds trace and warm up.
+                times[name].append(seconds)
+    baseline = float(np.median(times["simclr (weight=0)"]))
+    for name, samples in times.items():
+        seconds = float(np.median(samples))
+        print(f"{name:22s} {1000 * seconds:8.1f} ms/step  {seconds / baseline:5.2f}x simclr")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,82 @@
+"""Input checks shared by training, attacks, data and export.
+
+Every public entry point that takes images calls one of these, so bad input
+fails the same way everywhere: a `ValueError` that names the problem, never a
+silent cast, rescale or clip.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+# Marks the message of the in-graph range check, so `TARRLModel.fit` can turn
+# the runtime error back into a ValueError.
+RANGE_ERROR_MARKER = "tarrl_tf: image values outside"
+
+
+def check_image_spec(shape, dtype, *, name="images"):
+    """Static checks (rank and dtype) that hold in eager and graph mode."""
+    dtype = tf.as_dtype(dtype)
+    if len(shape) != 4:
+        raise ValueError(
+            f"{name} must have rank 4 [batch, height, width, channels] (NHWC), "
+            f"got shape {tuple(shape)}"
+        )
+    if not dtype.is_floating:
+        raise ValueError(
+            f"{name} must be floating point with values in [0, 1], got dtype {dtype.name}; "
+            "convert integer images with `x.astype('float32') / 255`"
+        )
+
+
+def check_images(x, *, clip_min=0.0, clip_max=1.0, name="images"):
+    """Checks a concrete batch of images (NumPy array or eager tensor).
+
+    Raises:
+        ValueError: wrong rank, non-float dtype, non-finite values, or values
+            outside `[clip_min, clip_max]`.
+    """
+    if clip_min >= clip_max:
+        raise ValueError(f"clip_min must be < clip_max, got {clip_min} and {clip_max}")
+    x = np.asarray(x)
+    check_image_spec(x.shape, x.dtype, name=name)
+    if x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    low, high = float(x.min()), float(x.max())
+    if low < clip_min or high > clip_max:
+        raise ValueError(
+            f"{name} values must lie in [{clip_min}, {clip_max}], got [{low:.4g}, {high:.4g}]; "
+            "scale them first (nothing is clipped silently)"
+        )
+
+
+def assert_in_range(x, clip_min, clip_max):
+    """In-graph range check; raises InvalidArgumentError carrying the marker."""
+    return tf.debugging.assert_equal(
+        tf.logical_and(tf.reduce_min(x) >= clip_min, tf.reduce_max(x) <= clip_max),
+        True,
+        message=f"{RANGE_ERROR_MARKER} [{clip_min}, {clip_max}]; scale them first "
+        "(nothing is clipped silently)",
+    )
+
+
+def check_choice(value, choices, *, name):
+    """Raises a ValueError naming `name` unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {sorted(choices)}")
+    return value
+
+
+_NORMS = {"inf": "inf", "linf": "inf", "2": "2", "l2": "2"}
+
+
+def canonical_norm(norm):
+    """Maps the spellings users write (`"inf"`, `np.inf`, `2`, `"l2"`) to `"inf"` or `"2"`."""
+    if isinstance(norm, (int, float)) and not isinstance(norm, bool):
+        key = "inf" if np.isinf(norm) else str(norm).rstrip("0").rstrip(".")
+    else:
+        key = str(norm).lower()
+    if key not in _NORMS:
+        raise ValueError(f"Unknown norm {norm!r}; expected 'inf' (L-infinity) or 2 (L2)")
+    return _NORMS[key]

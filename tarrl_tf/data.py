@@ -1,0 +1,457 @@
+"""Image datasets as float32 `[0, 1]` NHWC images with int64 labels.
+
+A dataset is named by one `source` string:
+
+* `"digits"`: scikit-learn's bundled 8x8 handwritten digits (1,797 real
+  images). The embedded default: it works on any machine with no download.
+* `"npz:PATH"`: an offline `.npz` file holding `x_train, y_train, x_test,
+  y_test` (uint8 NHWC, as in `shared/datasets/*/*.npz`).
+* Any other name, such as `"mnist"` or `"tfds:cifar10"`: a TensorFlow
+  Datasets dataset, read from (or downloaded into) `data_dir`.
+
+Every source has the splits `"train"` and `"test"`.
+
+Example:
+```python
+from tarrl_tf import data
+
+meta = data.info("npz:/work/shared/datasets/mnist/mnist.npz")  # name "mnist"
+unlabeled = data.pretraining_dataset(
+    data.load_dataset("digits", "train"), batch_size=128, seed=0
+)
+x_test, y_test = data.load_arrays("digits", "test", max_examples=500)
+```
+"""
+
+import dataclasses
+import functools
+import lzma
+import os
+import zipfile
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from tarrl_tf import checks
+
+SPLITS = ("train", "test")
+
+_DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+# Label index = position, as in the datasets' own documentation.
+CLASS_NAMES = {
+    "digits": _DIGIT_NAMES,
+    "mnist": _DIGIT_NAMES,
+    "fashion_mnist": (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+    "cifar10": (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    ),
+}  # fmt: skip
+
+_NPZ_PREFIX = "npz:"
+_TFDS_PREFIX = "tfds:"
+_DIGITS_TEST_FRACTION = 0.2
+_DIGITS_SPLIT_SEED = 0
+_DEFAULT_SHUFFLE_BUFFER = 10_000
+# What a damaged zip or `.npy` member can raise while numpy reads it.
+_NPZ_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a downstream task need to know about a dataset.
+
+    Attributes:
+        name: canonical dataset name, used to look up tasks
+            (`tarrl_tf.tasks.get_task`): `"digits"`, the TFDS name, or the
+            file stem of an npz source (`.../mnist.npz` -> `"mnist"`).
+        input_shape: `(height, width, channels)` of one image.
+        num_classes: number of label values.
+        class_names: one name per label index.
+    """
+
+    name: str
+    input_shape: tuple
+    num_classes: int
+    class_names: tuple
+
+
+def load_dataset(source, split, *, data_dir=None):
+    """Loads one split as an unbatched `tf.data.Dataset` of `(image, label)`.
+
+    Images are float32 `[H, W, C]` in `[0, 1]`, labels int64. npz images stay
+    uint8 in memory (4x smaller) and are converted in a parallel `map`.
+
+    Args:
+        source: `"digits"`, `"npz:PATH"` or a TFDS name (see the module doc).
+        split: `"train"` or `"test"`.
+        data_dir: TFDS data directory; ignored by the other sources.
+
+    Raises:
+        ValueError: unknown source, split or TFDS name; an unreadable or
+            malformed npz file.
+    """
+    checks.check_choice(split, SPLITS, name="split")
+    kind, arg = _parse_source(source)
+    if kind == "tfds":
+        builder = _prepare(_tfds_builder(arg, data_dir))
+        dataset = builder.as_dataset(split=split, as_supervised=True)
+    else:
+        x, y = _memory_arrays(kind, arg, split)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    return dataset.map(_to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def load_arrays(source, split, *, data_dir=None, max_examples=None):
+    """Loads one split (or its first `max_examples`) as NumPy arrays.
+
+    Meant for small datasets and evaluation subsets that fit in memory.
+
+    Args:
+        source: `"digits"`, `"npz:PATH"` or a TFDS name (see the module doc).
+        split: `"train"` or `"test"`.
+        data_dir: TFDS data directory; ignored by the other sources.
+        max_examples: keep only the first this many examples (in the
+            split's own order); `None` keeps all.
+
+    Returns:
+        `(x, y)`: float32 `[N, H, W, C]` images in `[0, 1]` and int64 `[N]` labels.
+    """
+    checks.check_choice(split, SPLITS, name="split")
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+    ):
+        raise ValueError(f"`max_examples` must be a positive int or None, got {max_examples!r}")
+    kind, arg = _parse_source(source)
+    if kind == "tfds":
+        dataset = load_dataset(source, split, data_dir=data_dir)
+        if max_examples is not None:
+            dataset = dataset.take(max_examples)
+        xs, ys = [], []
+        for x, y in dataset.batch(1024).as_numpy_iterator():
+            xs.append(x)
+            ys.append(y)
+        if not xs:
+            raise ValueError(f"{source!r} split {split!r} is empty")
+        return np.concatenate(xs), np.concatenate(ys)
+    x, y = _memory_arrays(kind, arg, split)
+    x, y = x[:max_examples], y[:max_examples]
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255), y.copy()
+    # Copies, so callers may edit the result without touching the cached digits.
+    return np.array(x, dtype=np.float32), y.copy()
+
+
+def info(source, *, data_dir=None):
+    """Returns the `DatasetInfo` of a source without loading its images.
+
+    For npz sources only the labels and the `x_train` array header are read.
+    Known names (`digits`, `mnist`, `fashion_mnist`, `cifar10`) get their
+    class names; other npz files get `"0"`, `"1"`, ... and
+    `num_classes = max label + 1`.
+    """
+    kind, arg = _parse_source(source)
+    if kind == "digits":
+        return DatasetInfo("digits", (8, 8, 1), 10, CLASS_NAMES["digits"])
+    if kind == "npz":
+        return _npz_info(arg)
+    return _tfds_info(_tfds_builder(arg, data_dir))
+
+
+def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_remainder=True):
+    """Batches images alone, for `model.fit` on unlabeled data.
+
+    Args:
+        images: float `[N, H, W, C]` ndarray in `[0, 1]`, or a `tf.data.Dataset`
+            of single images or of `(image, label)` pairs (labels are dropped).
+        batch_size: images per batch.
+        shuffle: reshuffle every epoch.
+        seed: shuffle seed, for reproducible order.
+        drop_remainder: drop the last partial batch, so every step sees
+            `batch_size` images (contrastive losses depend on batch size).
+
+    Returns:
+        A shuffled, batched and prefetched dataset of `[B, H, W, C]` images
+        (a `tf.data` input is also cached, after its labels are dropped).
+
+    Raises:
+        ValueError: bad images, a bad `batch_size`, or (with `drop_remainder`)
+            fewer images than one batch, which would make `fit` run no step.
+    """
+    _check_batch_size(batch_size)
+    if isinstance(images, tf.data.Dataset):
+        dataset = images
+        if isinstance(dataset.element_spec, tuple):
+            dataset = dataset.map(lambda x, *_: x, num_parallel_calls=tf.data.AUTOTUNE)
+        spec = dataset.element_spec
+        if not isinstance(spec, tf.TensorSpec):
+            raise ValueError(
+                f"`images` must yield image tensors or (image, label) pairs, got {spec}"
+            )
+        checks.check_image_spec((None, *spec.shape), spec.dtype)
+        # Cache after dropping labels, so decoding and scaling run once.
+        dataset = dataset.cache()
+    else:
+        checks.check_images(images)
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+    size = int(dataset.cardinality())
+    if drop_remainder and 0 <= size < batch_size:
+        raise ValueError(
+            f"{size} images make no full batch of {batch_size}; lower `batch_size` "
+            "or pass drop_remainder=False"
+        )
+    if shuffle:
+        # A buffer as large as the dataset gives a uniform shuffle.
+        buffer = size if size > 0 else _DEFAULT_SHUFFLE_BUFFER
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def supervised_dataset(x, y, *, batch_size, shuffle=False, seed=None):
+    """Batches in-memory `(x, y)` pairs, e.g. for a linear probe.
+
+    Args:
+        x: float `[N, H, W, C]` images in `[0, 1]`.
+        y: integer `[N]` labels.
+        batch_size: examples per batch; the last batch may be smaller.
+        shuffle: reshuffle every epoch.
+        seed: shuffle seed.
+
+    Returns:
+        A batched, prefetched dataset of `(x, y)` with int64 labels.
+    """
+    _check_batch_size(batch_size)
+    checks.check_images(x, name="x")
+    y = _check_labels(y, len(x), name="y")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _parse_source(source):
+    """Splits a source string into `(kind, argument)`."""
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"`source` must be a non-empty string, got {source!r}")
+    if source == "digits":
+        return "digits", None
+    for prefix, kind in ((_NPZ_PREFIX, "npz"), (_TFDS_PREFIX, "tfds")):
+        if source.startswith(prefix):
+            arg = source[len(prefix):]
+            if not arg:
+                raise ValueError(f"`source` {source!r} names no {kind} dataset after {prefix!r}")
+            return kind, arg
+    return "tfds", source
+
+
+def _memory_arrays(kind, arg, split):
+    """Raw in-memory arrays of the digits or npz source: (uint8 or float images, int64 labels)."""
+    if kind == "digits":
+        return _digits_arrays()[split]
+    return _read_npz_split(arg, split)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays():
+    # Imported here: scikit-learn is slow to import and only this source needs it.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images.astype(np.float32) / np.float32(16))[..., np.newaxis]
+    y = digits.target.astype(np.int64)
+    # Stratified so both splits keep the class balance; sorted so each split
+    # keeps the original order, like the other sources.
+    rng = np.random.default_rng(_DIGITS_SPLIT_SEED)
+    test = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        test.append(members[: round(_DIGITS_TEST_FRACTION * len(members))])
+    is_test = np.zeros(len(y), dtype=bool)
+    is_test[np.concatenate(test)] = True
+    arrays = {"train": (x[~is_test], y[~is_test]), "test": (x[is_test], y[is_test])}
+    for pair in arrays.values():
+        for array in pair:
+            # Cached and shared between callers, so nobody may edit them in place.
+            array.flags.writeable = False
+    return arrays
+
+
+def _npz_keys(split):
+    return f"x_{split}", f"y_{split}"
+
+
+def _open_npz(path):
+    """Opens an npz file; every failure becomes a ValueError naming the path."""
+    if not os.path.isfile(path):
+        raise ValueError(f"npz file not found: {path!r}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except _NPZ_READ_ERRORS as err:
+        raise ValueError(f"{path!r} is not a valid npz file: {err}") from err
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path!r} is a single .npy array, not an npz file of named arrays")
+    required = [key for split in SPLITS for key in _npz_keys(split)]
+    missing = [key for key in required if key not in npz.files]
+    if missing:
+        npz.close()
+        raise ValueError(
+            f"{path!r} is missing the arrays {missing}; it holds {sorted(npz.files)}, "
+            f"expected {required}"
+        )
+    return npz
+
+
+def _read_member(npz, path, key):
+    try:
+        return npz[key]
+    except _NPZ_READ_ERRORS as err:
+        raise _unreadable_member(path, key, err) from err
+
+
+def _read_npz_split(path, split):
+    x_key, y_key = _npz_keys(split)
+    with _open_npz(path) as npz:
+        x = _read_member(npz, path, x_key)
+        y = _read_member(npz, path, y_key)
+    where = f"{path}:{x_key}"
+    _check_npz_image_layout(x.shape, x.dtype, where)
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if np.issubdtype(x.dtype, np.floating):
+        checks.check_images(x, name=where)
+    return x, _check_labels(y, len(x), name=f"{path}:{y_key}")
+
+
+def _check_npz_image_layout(shape, dtype, where):
+    """uint8 or float, [N, H, W] or [N, H, W, C]; values are checked elsewhere."""
+    if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
+        raise ValueError(
+            f"{where} has dtype {dtype}; expected uint8 (0..255) or float in [0, 1] "
+            "(other integer ranges are ambiguous, so they are not rescaled)"
+        )
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{where} must be [N, H, W, C] or [N, H, W], got shape {tuple(shape)}")
+
+
+def _check_labels(y, count=None, *, name):
+    """Returns `y` as int64 after checking it is 1-D, integer, non-negative and `count` long."""
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be 1-D integer labels, got shape {y.shape} and dtype {y.dtype}"
+        )
+    if count is not None and len(y) != count:
+        raise ValueError(f"{name} has {len(y)} labels for {count} images")
+    if len(y) and y.min() < 0:
+        raise ValueError(f"{name} has negative labels (min {y.min()})")
+    return y.astype(np.int64)
+
+
+def _npz_header(npz, path, key):
+    """Shape and dtype of one member from its .npy header, without decompressing the data."""
+    try:
+        with npz.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except _NPZ_READ_ERRORS as err:
+        raise _unreadable_member(path, key, err) from err
+    return shape, dtype
+
+
+def _unreadable_member(path, key, err):
+    return ValueError(f"{path!r}: cannot read array {key!r} (corrupt or truncated?): {err}")
+
+
+def _npz_info(path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    with _open_npz(path) as npz:
+        shape, dtype = _npz_header(npz, path, "x_train")
+        labels = np.concatenate(
+            [
+                _check_labels(_read_member(npz, path, f"y_{split}"), name=f"{path}:y_{split}")
+                for split in SPLITS
+            ]
+        )
+    _check_npz_image_layout(shape, dtype, f"{path}:x_train")
+    input_shape = tuple(shape[1:]) if len(shape) == 4 else (*shape[1:], 1)
+    num_labels = int(labels.max()) + 1 if len(labels) else 0
+    class_names = CLASS_NAMES.get(name)
+    if class_names is None:
+        class_names = tuple(str(label) for label in range(num_labels))
+    elif num_labels > len(class_names):
+        raise ValueError(
+            f"{path!r} has label {num_labels - 1}, but {name!r} has {len(class_names)} classes"
+        )
+    return DatasetInfo(name, input_shape, len(class_names), class_names)
+
+
+def _tfds_builder(name, data_dir):
+    """`tfds.builder`, with a short ValueError for a name TFDS does not know."""
+    # Imported here: TFDS is slow to import and the other sources do not need it.
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        # TFDS's own message lists every registered dataset; ours stays readable.
+        raise ValueError(
+            f"Unknown dataset {name!r}: not 'digits', not 'npz:PATH', and not a TFDS "
+            "dataset (see tfds.list_builders())"
+        ) from None
+    if builder.info.supervised_keys is None:
+        raise ValueError(f"TFDS dataset {name!r} has no (image, label) supervised keys")
+    return builder
+
+
+def _prepare(builder):
+    """Downloads and prepares the data if `data_dir` lacks it, as `tfds.load` does."""
+    try:
+        builder.download_and_prepare()
+    except Exception as err:  # TFDS fails in many ways offline (network, missing optional modules).
+        raise RuntimeError(
+            f"TFDS could not download or prepare {builder.name!r} into {builder.data_dir!r}: "
+            f"{err!r}. Without a network, point `data_dir` at prepared TFDS data or use an "
+            "'npz:PATH' source"
+        ) from err
+    return builder
+
+
+def _tfds_info(builder):
+    image_key, label_key = builder.info.supervised_keys
+    image = builder.info.features[image_key]
+    label = builder.info.features[label_key]
+    names = getattr(label, "names", None)
+    if not names:
+        raise ValueError(f"TFDS dataset {builder.name!r}: label {label_key!r} is not a ClassLabel")
+    # Some builders (cifar10) only learn their class names from the downloaded
+    # files and report "0", "1", ... until then; the table is always right.
+    known = CLASS_NAMES.get(builder.name)
+    if known is not None and len(known) == len(names):
+        names = known
+    return DatasetInfo(builder.name, tuple(image.shape), len(names), tuple(names))
+
+
+def _to_unit_float(image, label):
+    """Graph-side conversion of one example to float32 `[0, 1]` and an int64 label."""
+    if image.dtype == tf.uint8:
+        image = tf.cast(image, tf.float32) / 255.0
+    elif image.dtype.is_floating:
+        with tf.control_dependencies([checks.assert_in_range(image, 0.0, 1.0)]):
+            image = tf.cast(image, tf.float32)
+    else:
+        raise ValueError(f"images have dtype {image.dtype.name}; expected uint8 or float")
+    return image, tf.cast(label, tf.int64)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")

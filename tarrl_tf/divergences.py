@@ -1,0 +1,91 @@
+"""Divergences `d(f(x), f(x'))` between a clean and a perturbed representation.
+
+All of them measure the representation after L2 normalization (or through a
+distribution of fixed temperature), so the regularizer cannot be satisfied by
+shrinking the representation: the "scale trap" of ../METHOD.md. Each returns
+one value per example, shape `[batch]`.
+"""
+
+import keras
+import tensorflow as tf
+
+from tarrl_tf.checks import check_choice
+
+
+def _normalized(z):
+    z = tf.reshape(z, [tf.shape(z)[0], -1])
+    return tf.math.l2_normalize(z, axis=-1, epsilon=1e-12)
+
+
+def squared_l2(z_clean, z_perturbed):
+    """`||z/|z| - z'/|z'|||^2`, in [0, 4]; equals `2 - 2 cos(z, z')`."""
+    return tf.reduce_sum(tf.square(_normalized(z_clean) - _normalized(z_perturbed)), axis=-1)
+
+
+def softmax_kl(z_clean, z_perturbed, temperature=0.1):
+    """`KL(softmax(n(z)/t) || softmax(n(z')/t))` with `n` the L2 normalization."""
+    log_p = tf.nn.log_softmax(_normalized(z_clean) / temperature, axis=-1)
+    log_q = tf.nn.log_softmax(_normalized(z_perturbed) / temperature, axis=-1)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class SquaredL2:
+    """Squared L2 distance between L2-normalized representations.
+
+    Through the Gaussian view of ../METHOD.md, it is also `2 s^2` times the KL
+    between `N(n(z), s^2 I)` and `N(n(z'), s^2 I)`.
+    """
+
+    name = "squared_l2"
+
+    def __call__(self, z_clean, z_perturbed):
+        return squared_l2(z_clean, z_perturbed)
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class SoftmaxKL:
+    """KL between softmax distributions of normalized representations.
+
+    Args:
+        temperature: softmax temperature; fixed, so the distribution's
+            sharpness cannot be traded against the divergence.
+    """
+
+    name = "kl"
+
+    def __init__(self, temperature=0.1):
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def __call__(self, z_clean, z_perturbed):
+        return softmax_kl(z_clean, z_perturbed, temperature=self.temperature)
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+_BY_NAME = {SquaredL2.name: SquaredL2, SoftmaxKL.name: SoftmaxKL}
+
+
+def get(divergence):
+    """Returns a divergence object from a name (`"squared_l2"`, `"kl"`) or passes one through."""
+    if isinstance(divergence, str):
+        return _BY_NAME[check_choice(divergence, _BY_NAME, name="divergence")]()
+    if isinstance(divergence, dict):
+        return keras.saving.deserialize_keras_object(divergence)
+    if not callable(divergence):
+        raise ValueError(f"divergence must be a name or a callable, got {divergence!r}")
+    return divergence

@@ -1,0 +1,300 @@
+"""Estimators of the robustness regularizer `R(f) = E_x max_{x' in B(x)} d(f(x), f(x'))`.
+
+Each estimator finds a worst-case `x'` for a batch (`perturb`) with gradients
+taken by `tf.GradientTape` with respect to the input, then holds it fixed, so
+`R` is differentiated with respect to the encoder's weights only through
+`f(x)` and `f(x')`. The threat model is `B(x) = {x' : ||x' - x||_p <= eps,
+clip_min <= x' <= clip_max}`.
+
+All passes over perturbed inputs run the encoder with `training=False`: `R`
+is measured on the function that downstream heads and attackers see, and
+BatchNorm moving statistics are never updated from perturbed inputs.
+"""
+
+import keras
+import tensorflow as tf
+
+from tarrl_tf import divergences
+from tarrl_tf.checks import assert_in_range, canonical_norm, check_image_spec, check_images
+
+_TINY = 1e-12
+
+
+def _per_example_norm(v):
+    return tf.sqrt(tf.reduce_sum(tf.square(v), axis=tf.range(1, tf.rank(v)), keepdims=True))
+
+
+def _unit(v):
+    return v / (_per_example_norm(v) + _TINY)
+
+
+def project(x_adv, x, epsilon, norm, clip_min, clip_max):
+    """Projects `x_adv` onto `B(x)`: the eps-ball first, then the valid range.
+
+    Clipping to the range after the ball projection keeps the point inside
+    the ball, because `x` itself lies in the range.
+    """
+    delta = x_adv - x
+    if norm == "inf":
+        delta = tf.clip_by_value(delta, -epsilon, epsilon)
+    else:
+        delta = delta * tf.minimum(1.0, epsilon / (_per_example_norm(delta) + _TINY))
+    return tf.clip_by_value(x + delta, clip_min, clip_max)
+
+
+def random_in_ball(x, epsilon, norm, seed):
+    """A random perturbation inside the eps-ball (uniform for L-inf, radius-uniform for L2)."""
+    if norm == "inf":
+        return keras.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed) * epsilon
+    direction = _unit(keras.random.normal(tf.shape(x), dtype=x.dtype, seed=seed))
+    radius = keras.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype, seed=seed)
+    return direction * radius * epsilon
+
+
+def ascent_direction(gradient, norm):
+    """The steepest-ascent step of unit size in the given norm."""
+    return tf.sign(gradient) if norm == "inf" else _unit(gradient)
+
+
+class Regularizer:
+    """Base class: the threat model, the divergence and the value of `R` on a batch.
+
+    Subclasses implement `perturb`. Calling the regularizer returns `R`
+    estimated on the batch, differentiable with respect to the encoder's
+    weights.
+
+    Args:
+        epsilon: radius of the ball, in input units (images in [0, 1]).
+        norm: `"inf"` (L-infinity) or `2` (L2).
+        divergence: `"squared_l2"`, `"kl"`, or a divergence object
+            (`tarrl_tf.divergences`).
+        clip_min: lowest valid input value.
+        clip_max: highest valid input value.
+    """
+
+    def __init__(self, epsilon, *, norm="inf", divergence="squared_l2", clip_min=0.0, clip_max=1.0):
+        if not epsilon >= 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        if not clip_min < clip_max:
+            raise ValueError(f"clip_min must be < clip_max, got {clip_min} and {clip_max}")
+        self.epsilon = float(epsilon)
+        self.norm = canonical_norm(norm)
+        self.divergence = divergences.get(divergence)
+        self.clip_min = float(clip_min)
+        self.clip_max = float(clip_max)
+
+    def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
+        """Returns the worst-case inputs found for `x` (no gradient flows through them).
+
+        Args:
+            encoder: the model `f`.
+            x: float images `[batch, H, W, C]` in `[clip_min, clip_max]`.
+            anchor: `f(x)`; held fixed during the search.
+            epsilon: overrides the radius (a float or scalar tensor; used by
+                warm-up schedules without retracing).
+            seed: an int or a `keras.random.SeedGenerator`.
+        """
+        raise NotImplementedError
+
+    def __call__(self, encoder, x, *, anchor=None, epsilon=None, seed=None):
+        """`R` on the batch: the mean of `d(f(x), f(x'))` at the worst-case `x'`."""
+        x = self._validated(x)
+        if anchor is None:
+            anchor = encoder(x, training=False)
+        x_adv = self.perturb(encoder, x, anchor=tf.stop_gradient(anchor), epsilon=epsilon, seed=seed)
+        return tf.reduce_mean(self.divergence(anchor, encoder(x_adv, training=False)))
+
+    def _validated(self, x):
+        x = tf.convert_to_tensor(x)
+        check_image_spec(x.shape, x.dtype)
+        if tf.executing_eagerly():
+            check_images(x.numpy(), clip_min=self.clip_min, clip_max=self.clip_max)
+            return x
+        with tf.control_dependencies([assert_in_range(x, self.clip_min, self.clip_max)]):
+            return tf.identity(x)
+
+    def _radius(self, epsilon, dtype):
+        return tf.cast(self.epsilon if epsilon is None else epsilon, dtype)
+
+    def _divergence_sum(self, encoder, anchor, x):
+        # A sum, not a mean: each example's input gradient must not shrink with the batch size.
+        return tf.reduce_sum(self.divergence(anchor, encoder(x, training=False)))
+
+    def get_config(self):
+        return {
+            "epsilon": self.epsilon,
+            "norm": self.norm,
+            "divergence": keras.saving.serialize_keras_object(self.divergence),
+            "clip_min": self.clip_min,
+            "clip_max": self.clip_max,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "divergence")
+        return f"{type(self).__name__}({args}, divergence={self.divergence.name!r})"
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class PGD(Regularizer):
+    """Projected gradient ascent on `d(f(x), f(x'))` from a random start (Madry et al.).
+
+    Signed-gradient steps for L-inf, normalized-gradient steps for L2. The
+    loop has a fixed length inside the graph (`tf.while_loop`), so it is
+    traced once whatever `steps` is.
+
+    Args:
+        epsilon: radius of the ball.
+        norm: `"inf"` or `2`.
+        steps: number of ascent steps.
+        step_size: size of each step; defaults to `2.5 * epsilon / steps`,
+            which follows `epsilon` during a warm-up.
+        random_start: start from a random point of the ball. Needed for
+            most divergences, whose gradient vanishes at `x' = x`.
+        divergence, clip_min, clip_max: see `Regularizer`.
+
+    Example:
+    ```python
+    regularizer = tarrl_tf.regularizers.PGD(epsilon=0.3, norm="inf", steps=5)
+    r = regularizer(encoder, images)  # scalar, differentiable w.r.t. encoder weights
+    ```
+    """
+
+    def __init__(self, epsilon, *, norm="inf", steps=5, step_size=None, random_start=True, **kwargs):
+        super().__init__(epsilon, norm=norm, **kwargs)
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if step_size is not None and not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
+        self.steps = steps
+        self.step_size = None if step_size is None else float(step_size)
+        self.random_start = bool(random_start)
+
+    def _step_size(self, radius):
+        if self.step_size is None:
+            return 2.5 * radius / self.steps
+        return tf.cast(self.step_size, radius.dtype)
+
+    def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
+        x = tf.convert_to_tensor(x)
+        radius = self._radius(epsilon, x.dtype)
+        step_size = self._step_size(radius)
+        x_adv = x
+        if self.random_start:
+            x_adv = project(x + random_in_ball(x, radius, self.norm, seed), x, radius,
+                            self.norm, self.clip_min, self.clip_max)
+
+        def ascend(i, x_adv):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                value = self._divergence_sum(encoder, anchor, x_adv)
+            gradient = tape.gradient(value, x_adv)
+            x_adv = x_adv + step_size * ascent_direction(gradient, self.norm)
+            return i + 1, project(x_adv, x, radius, self.norm, self.clip_min, self.clip_max)
+
+        _, x_adv = tf.while_loop(lambda i, _: i < self.steps, ascend, [tf.constant(0), x_adv])
+        return tf.stop_gradient(x_adv)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(steps=self.steps, step_size=self.step_size, random_start=self.random_start)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class FGSM(PGD):
+    """One signed-gradient step from a random start ("fast" adversarial training).
+
+    The cheapest estimator: one input-gradient pass. The default step size
+    `1.25 * epsilon` follows Wong et al. (2020); like any one-step method it
+    can overfit to its own attack ("catastrophic overfitting"), so check it
+    against PGD.
+
+    Args:
+        epsilon: radius of the ball.
+        norm: `"inf"` or `2`.
+        step_size: defaults to `1.25 * epsilon`.
+        divergence, clip_min, clip_max: see `Regularizer`.
+    """
+
+    def __init__(self, epsilon, *, norm="inf", step_size=None, **kwargs):
+        kwargs.pop("steps", None)  # Fixed at one; present in configs written by `PGD.get_config`.
+        kwargs.pop("random_start", None)
+        super().__init__(epsilon, norm=norm, steps=1, step_size=step_size, random_start=True, **kwargs)
+
+    def _step_size(self, radius):
+        if self.step_size is None:
+            return 1.25 * radius
+        return tf.cast(self.step_size, radius.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class PowerIteration(Regularizer):
+    """Linearized estimator: the top right-singular direction of the encoder's Jacobian.
+
+    For small perturbations `d(f(x), f(x + r)) ~ 1/2 r^T H r` with `H`
+    positive semi-definite (`J^T J` for the squared distance), so the worst
+    L2 direction is `H`'s top eigenvector. Power iteration finds it with
+    finite-difference Hessian-vector products, as in virtual adversarial
+    training (Miyato et al. 2018). The direction is scaled to the ball: `eps * u`
+    for L2, `eps * sign(u)` for L-inf (a heuristic there, as the L-inf maximizer
+    of a quadratic form is not in closed form).
+
+    Args:
+        epsilon: radius of the ball.
+        norm: `2` (natural for this estimator) or `"inf"`.
+        iterations: power-iteration steps.
+        xi: finite-difference step used to probe the Jacobian. The probe
+            points are not clipped: they only measure the local slope.
+        divergence, clip_min, clip_max: see `Regularizer`.
+
+    Reference:
+        Miyato et al., "Virtual Adversarial Training", TPAMI 2018.
+    """
+
+    def __init__(self, epsilon, *, norm="2", iterations=1, xi=1e-3, **kwargs):
+        super().__init__(epsilon, norm=norm, **kwargs)
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+        if not xi > 0:
+            raise ValueError(f"xi must be > 0, got {xi}")
+        self.iterations = iterations
+        self.xi = float(xi)
+
+    def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
+        x = tf.convert_to_tensor(x)
+        radius = self._radius(epsilon, x.dtype)
+        direction = _unit(keras.random.normal(tf.shape(x), dtype=x.dtype, seed=seed))
+
+        def iterate(i, direction):
+            with tf.GradientTape() as tape:
+                tape.watch(direction)
+                value = self._divergence_sum(encoder, anchor, x + self.xi * direction)
+            return i + 1, _unit(tape.gradient(value, direction))
+
+        _, direction = tf.while_loop(
+            lambda i, _: i < self.iterations, iterate, [tf.constant(0), direction]
+        )
+        step = direction if self.norm == "2" else tf.sign(direction)
+        x_adv = project(x + radius * step, x, radius, self.norm, self.clip_min, self.clip_max)
+        return tf.stop_gradient(x_adv)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(iterations=self.iterations, xi=self.xi)
+        return config
+
+
+def get(regularizer):
+    """Passes a regularizer through, or rebuilds one from its serialized config."""
+    if regularizer is None or isinstance(regularizer, Regularizer):
+        return regularizer
+    if isinstance(regularizer, dict):
+        return keras.saving.deserialize_keras_object(regularizer)
+    raise ValueError(
+        "regularizer must be a tarrl_tf.regularizers object (PGD, FGSM, PowerIteration) "
+        f"or None, got {regularizer!r}"
+    )

@@ -1,0 +1,253 @@
+"""`TARRLModel`: self-supervised pretraining plus the task-agnostic robustness regularizer."""
+
+import keras
+import tensorflow as tf
+
+from tarrl_tf import methods, regularizers
+from tarrl_tf.augment import ViewAugmentation
+from tarrl_tf.checks import RANGE_ERROR_MARKER, assert_in_range, check_image_spec
+
+# Layers whose output depends on `training`. With none of them in the encoder,
+# the clean training-mode pass doubles as the regularizer's inference-mode anchor.
+_TRAINING_DEPENDENT = (
+    keras.layers.BatchNormalization,
+    keras.layers.Dropout,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+)
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class TARRLModel(keras.Model):
+    """Pretrains any encoder with `ssl_loss + weight * R(encoder)`.
+
+    Each step draws two views of the batch, computes the method's loss on
+    them, and adds `weight` times the robustness regularizer
+    `R = mean_x max_{x' in B(x)} d(f(x), f(x'))` estimated on the first view.
+    `R` needs no labels and bounds the adversarial loss of any head built on
+    the encoder (see ../METHOD.md); `weight=0` is exactly plain SSL.
+
+    The regularizer's passes run the encoder with `training=False`, so they
+    measure the function that downstream models use and never update
+    BatchNorm moving statistics; only the clean views do. Encoders without
+    training-dependent layers share the clean pass as the anchor `f(x)`;
+    others get one extra inference-mode pass.
+
+    Metrics: `loss`, `ssl_loss`, and `robustness` (the value of `R`; in
+    training only when `weight > 0`, in evaluation whenever a regularizer is
+    set, on the unaugmented inputs and at the full epsilon).
+
+    Args:
+        encoder: any `keras.Model` (or layer) mapping float images
+            `[batch, H, W, C]` in `[clip_min, clip_max]` to features.
+        method: `"simclr"`, `"barlow_twins"` or a `tarrl_tf.methods.Method`.
+        regularizer: a `tarrl_tf.regularizers` estimator, or None for plain SSL.
+        weight: the regularizer's weight (>= 0).
+        augmentation: a layer making random views; defaults to
+            `ViewAugmentation.for_input_shape(encoder's input shape)`.
+        epsilon_warmup_steps: steps over which epsilon grows linearly to its value.
+        weight_warmup_steps: steps over which the weight grows linearly to its value.
+        share_anchor: reuse the clean training pass as the anchor; None
+            decides from the encoder's layers.
+        seed: seed for the views and the regularizer's random starts.
+
+    Example:
+    ```python
+    encoder = tarrl_tf.encoders.small_cnn(input_shape=(28, 28, 1))
+    model = tarrl_tf.TARRLModel(
+        encoder, method="simclr",
+        regularizer=tarrl_tf.regularizers.PGD(epsilon=0.3, norm="inf", steps=5),
+        weight=1.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(unlabeled_images, epochs=2)
+    model.encoder.save("encoder.keras")
+    ```
+    """
+
+    def __init__(
+        self,
+        encoder,
+        method="simclr",
+        regularizer=None,
+        weight=1.0,
+        augmentation=None,
+        epsilon_warmup_steps=0,
+        weight_warmup_steps=0,
+        share_anchor=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(encoder, keras.layers.Layer):
+            raise ValueError(f"encoder must be a keras.Model or keras.layers.Layer, got {type(encoder)}")
+        if not weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        regularizer = regularizers.get(regularizer)
+        if weight > 0 and regularizer is None:
+            raise ValueError("weight > 0 needs a regularizer, e.g. tarrl_tf.regularizers.PGD(...)")
+        for name, steps in [("epsilon_warmup_steps", epsilon_warmup_steps),
+                            ("weight_warmup_steps", weight_warmup_steps)]:
+            if not isinstance(steps, int) or steps < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {steps!r}")
+        self.encoder = encoder
+        self.method = methods.get(method)
+        self.regularizer = regularizer
+        self.weight = float(weight)
+        self.epsilon_warmup_steps = epsilon_warmup_steps
+        self.weight_warmup_steps = weight_warmup_steps
+        self.seed = seed
+        input_shape = _input_shape(encoder)
+        if augmentation is None:
+            if input_shape is None:
+                raise ValueError("Pass `augmentation` for an encoder whose input shape is unknown")
+            augmentation = ViewAugmentation.for_input_shape(input_shape[1:], seed=seed)
+        elif isinstance(augmentation, dict):
+            augmentation = keras.saving.deserialize_keras_object(augmentation)
+        self.augmentation = augmentation
+        if share_anchor is None:
+            share_anchor = not any(
+                isinstance(layer, _TRAINING_DEPENDENT) for layer in encoder._flatten_layers()
+            )
+        self.share_anchor = bool(share_anchor)
+        self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
+        self.robustness_tracker = keras.metrics.Mean(name="robustness")
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def build(self, input_shape):
+        if not self.encoder.built:
+            self.encoder.build(input_shape)
+        self.method.build(self.encoder.compute_output_shape(input_shape))
+        self.augmentation.build(input_shape)
+        self.built = True
+
+    def call(self, images, training=None):
+        return self.encoder(images, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.ssl_loss_tracker, self.robustness_tracker]
+
+    @property
+    def trains_regularizer(self):
+        return self.regularizer is not None and self.weight > 0
+
+    def _ramp(self, warmup_steps):
+        if warmup_steps == 0:
+            return 1.0
+        step = tf.cast(self.optimizer.iterations + 1, "float32")
+        return tf.minimum(1.0, step / warmup_steps)
+
+    def _images(self, data):
+        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        check_image_spec(images.shape, images.dtype)
+        clip = (0.0, 1.0) if self.regularizer is None else (
+            self.regularizer.clip_min, self.regularizer.clip_max)
+        with tf.control_dependencies([assert_in_range(images, *clip)]):
+            return tf.identity(images)
+
+    def _ssl_loss(self, images, training):
+        views = tf.concat(
+            [self.augmentation(images, training=True), self.augmentation(images, training=True)], 0
+        )
+        # One encoder pass over both views: larger matmuls, BatchNorm sees both.
+        features = self.encoder(views, training=training)
+        z1, z2 = tf.split(self.method(features, training=training), 2)
+        first_view, first_features = tf.split(views, 2)[0], tf.split(features, 2)[0]
+        return self.method.loss(z1, z2), first_view, first_features
+
+    def _robustness(self, x, clean_features, tape, epsilon=None):
+        anchor = clean_features if self.share_anchor else self.encoder(x, training=False)
+        with tape.stop_recording():
+            x_adv = self.regularizer.perturb(
+                self.encoder, x, anchor=tf.stop_gradient(anchor), epsilon=epsilon,
+                seed=self.seed_generator,
+            )
+        return tf.reduce_mean(self.regularizer.divergence(anchor, self.encoder(x_adv, training=False)))
+
+    def train_step(self, data):
+        images = self._images(data)
+        with tf.GradientTape() as tape:
+            ssl_loss, x, features = self._ssl_loss(images, training=True)
+            loss = ssl_loss
+            if self.trains_regularizer:
+                epsilon = self.regularizer.epsilon * self._ramp(self.epsilon_warmup_steps)
+                robustness = self._robustness(x, features, tape, epsilon=epsilon)
+                loss = ssl_loss + self.weight * self._ramp(self.weight_warmup_steps) * robustness
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        self.loss_tracker.update_state(loss)
+        self.ssl_loss_tracker.update_state(ssl_loss)
+        if self.trains_regularizer:
+            self.robustness_tracker.update_state(robustness)
+            return {m.name: m.result() for m in self.metrics}
+        return {m.name: m.result() for m in self.metrics if m is not self.robustness_tracker}
+
+    def test_step(self, data):
+        images = self._images(data)
+        ssl_loss, _, _ = self._ssl_loss(images, training=False)
+        self.ssl_loss_tracker.update_state(ssl_loss)
+        if self.regularizer is None:
+            self.loss_tracker.update_state(ssl_loss)
+            return {m.name: m.result() for m in self.metrics if m is not self.robustness_tracker}
+        robustness = self.regularizer(self.encoder, images, seed=self.seed_generator)
+        self.robustness_tracker.update_state(robustness)
+        self.loss_tracker.update_state(ssl_loss + self.weight * robustness)
+        return {m.name: m.result() for m in self.metrics}
+
+    def fit(self, *args, **kwargs):
+        with _range_errors_as_value_errors():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with _range_errors_as_value_errors():
+            return super().evaluate(*args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            encoder=serialize(self.encoder),
+            method=serialize(self.method),
+            regularizer=None if self.regularizer is None else serialize(self.regularizer),
+            weight=self.weight,
+            augmentation=serialize(self.augmentation),
+            epsilon_warmup_steps=self.epsilon_warmup_steps,
+            weight_warmup_steps=self.weight_warmup_steps,
+            share_anchor=self.share_anchor,
+            seed=self.seed,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+
+def _input_shape(encoder):
+    try:
+        shape = encoder.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list) or shape is None or len(shape) != 4:
+        return None
+    return tuple(shape)
+
+
+class _range_errors_as_value_errors:
+    """Re-raises the in-graph range check, which TF reports as InvalidArgumentError, as ValueError."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, tf.errors.InvalidArgumentError) and RANGE_ERROR_MARKER in str(error):
+            line = next(l for l in str(error.message).splitlines() if RANGE_ERROR_MARKER in l)
+            message = line[line.index(RANGE_ERROR_MARKER):].replace("tarrl_tf: ", "")
+            raise ValueError(f"Input {message}") from None
+        return False

@@ -1,0 +1,194 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tarrl_tf
+from tarrl_tf import losses, regularizers
+from tarrl_tf.augment import ViewAugmentation
+from tarrl_tf.testing import run_model_test
+
+
+def _dataset(x, batch_size=8):
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size, drop_remainder=True)
+
+
+def _model(encoder, weight=1.0, regularizer="pgd", seed=0, **kwargs):
+    if regularizer == "pgd":
+        regularizer = regularizers.PGD(epsilon=0.1, steps=2)
+    model = tarrl_tf.TARRLModel(encoder, regularizer=regularizer, weight=weight, seed=seed, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+def _copy_weights(source, target):
+    target.set_weights(source.get_weights())
+    return target
+
+
+def test_tarrl_model_works_end_to_end(images, make_cnn):
+    model = run_model_test(lambda: _model(make_cnn()), images, fit_data=_dataset(images))
+    assert model.optimizer.iterations.numpy() == 1
+
+
+def test_fit_reports_the_contract_metrics(images, make_cnn):
+    history = _model(make_cnn()).fit(_dataset(images), epochs=2, verbose=0,
+                                     validation_data=_dataset(images))
+    for name in ["loss", "ssl_loss", "robustness", "val_loss", "val_ssl_loss", "val_robustness"]:
+        assert len(history.history[name]) == 2, name
+    assert history.history["robustness"][0] > 0
+
+
+def test_weight_zero_is_exactly_plain_ssl(images, make_cnn):
+    """One step of weight=0 equals a hand-written SimCLR step on the same views."""
+    encoder = make_cnn()
+    reference_encoder = _copy_weights(encoder, make_cnn())
+    model = _model(encoder, weight=0.0)
+    plain = _copy_weights(model, _model(make_cnn(), weight=0.0, regularizer=None))
+    projector = keras.models.clone_model(model.method.projector)
+    projector.set_weights(model.method.projector.get_weights())
+    model.fit(_dataset(images, 16), epochs=1, verbose=0)
+    plain.fit(_dataset(images, 16), epochs=1, verbose=0)
+
+    # The same step by hand: same seeded views, NT-Xent, Adam.
+    views = ViewAugmentation.for_input_shape(images.shape[1:], seed=0)
+    batch = tf.concat([views(images), views(images)], 0)
+    variables = reference_encoder.trainable_variables + projector.trainable_variables
+    with tf.GradientTape() as tape:
+        z1, z2 = tf.split(projector(reference_encoder(batch, training=True)), 2)
+        loss = losses.nt_xent(z1, z2, temperature=model.method.temperature)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.apply(tape.gradient(loss, variables), variables)
+
+    for a, b, c in zip(model.encoder.get_weights(), plain.encoder.get_weights(),
+                       reference_encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-6)
+
+
+def test_regularized_training_lowers_held_out_r(make_cnn):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:12, 0:12] / 11.0
+    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(160, 3))]
+    x = (0.5 + 0.45 * np.stack(shapes))[..., None].astype("float32")
+    train, held_out = x[:128], x[128:]
+    probe = regularizers.PGD(epsilon=0.1, steps=10)
+
+    def trained_r(weight):
+        keras.utils.set_random_seed(0)
+        model = _model(make_cnn(), weight=weight, regularizer=regularizers.PGD(epsilon=0.1, steps=3))
+        history = model.fit(_dataset(train, 32), epochs=6, verbose=0)
+        return float(probe(model.encoder, held_out, seed=1)), history
+
+    r_control, _ = trained_r(0.0)
+    r_tarrl, history = trained_r(5.0)
+    assert r_tarrl < 0.5 * r_control
+    assert history.history["robustness"][-1] < history.history["robustness"][0]
+
+
+def test_perturbed_passes_leave_batchnorm_statistics_alone(make_resnet):
+    x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+    encoder = make_resnet()
+    control = _model(_copy_weights(encoder, make_resnet()), weight=0.0)
+    regularized = _model(encoder, weight=1.0)
+    assert not regularized.share_anchor  # BatchNorm: the anchor gets its own inference pass.
+    assert _model(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])).share_anchor
+    control.fit(_dataset(x, 16), epochs=1, verbose=0)
+    regularized.fit(_dataset(x, 16), epochs=1, verbose=0)
+    # Same clean views in both, so only the perturbed passes could make these differ.
+    moving = [v for v in encoder.non_trainable_weights if "moving" in v.path]
+    assert moving
+    for a, b in zip(control.encoder.non_trainable_weights, regularized.encoder.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_warmups_scale_weight_and_epsilon(images, make_cnn):
+    model = _model(make_cnn(), weight=2.0, weight_warmup_steps=4)
+    logs = model.fit(_dataset(images, 16), epochs=1, verbose=0).history
+    expected = logs["ssl_loss"][0] + 2.0 * 0.25 * logs["robustness"][0]
+    np.testing.assert_allclose(logs["loss"][0], expected, rtol=1e-5)
+
+    tiny_eps = _model(make_cnn(), epsilon_warmup_steps=10**6)
+    full_eps = _model(make_cnn())
+    r_tiny = tiny_eps.fit(_dataset(images, 16), verbose=0).history["robustness"][0]
+    r_full = full_eps.fit(_dataset(images, 16), verbose=0).history["robustness"][0]
+    assert r_tiny < 1e-3 * r_full
+
+
+def test_barlow_twins_with_the_same_regularizer(images, make_cnn):
+    model = _model(make_cnn(), method="barlow_twins")
+    model.method.projector  # Built with the model.
+    history = model.fit(_dataset(images, 16), epochs=3, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    assert history.history["robustness"][-1] < history.history["robustness"][0]
+
+
+def test_any_keras_model_is_an_encoder(images):
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3, strides=2)
+
+        def call(self, x):
+            return self.conv(x)  # A feature map, not a vector: flattened where needed.
+
+    model = _model(Subclassed(), augmentation=ViewAugmentation(seed=0))
+    history = model.fit(_dataset(images, 16), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x: (x * 255).astype("uint8"), "floating point"),
+    (lambda x: x[..., 0], "rank 4"),
+    (lambda x: x + 1.0, "outside"),
+])
+def test_bad_images_raise_value_error(images, make_cnn, bad, message):
+    with pytest.raises(ValueError, match=message):
+        _model(make_cnn()).fit(_dataset(bad(images)), verbose=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(method="moco-v9"), "method"),
+    (dict(weight=-1.0), "weight"),
+    (dict(regularizer=None, weight=1.0), "needs a regularizer"),
+    (dict(regularizer="pgd"), "regularizer must be"),
+    (dict(epsilon_warmup_steps=-1), "epsilon_warmup_steps"),
+])
+def test_bad_settings_raise_value_error(make_cnn, kwargs, message):
+    kwargs.setdefault("regularizer", regularizers.PGD(epsilon=0.1))
+    with pytest.raises(ValueError, match=message):
+        tarrl_tf.TARRLModel(make_cnn(), **kwargs)
+
+
+def test_save_and_load_in_a_fresh_process(tmp_path, images, make_resnet):
+    x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+    model = _model(make_resnet(), regularizer=regularizers.PowerIteration(epsilon=0.5))
+    model.fit(_dataset(x, 8), epochs=1, verbose=0)
+    model.encoder.save(tmp_path / "encoder.keras")
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", model.encoder.predict(x, verbose=0))
+    script = textwrap.dedent(f"""
+        import numpy as np, keras, tensorflow as tf, tarrl_tf
+        x = np.load(r"{tmp_path}/x.npy"); expected = np.load(r"{tmp_path}/expected.npy")
+        encoder = keras.models.load_model(r"{tmp_path}/encoder.keras")
+        np.testing.assert_allclose(encoder.predict(x, verbose=0), expected, atol=1e-5)
+        model = keras.models.load_model(r"{tmp_path}/model.keras")
+        assert isinstance(model, tarrl_tf.TARRLModel), type(model)
+        assert isinstance(model.regularizer, tarrl_tf.regularizers.PowerIteration)
+        np.testing.assert_allclose(model.encoder.predict(x, verbose=0), expected, atol=1e-5)
+        assert int(model.optimizer.iterations.numpy()) == 2
+        model.fit(tf.data.Dataset.from_tensor_slices(x).batch(8), epochs=1, verbose=0)
+        assert int(model.optimizer.iterations.numpy()) == 4  # Training resumes.
+        print("ok")
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
