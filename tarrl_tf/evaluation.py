@@ -1,0 +1,278 @@
+"""Downstream robustness evaluation of an encoder: the report behind `tools/evaluate.py`.
+
+Train a plain head on the frozen encoder for a task, attack the whole
+pipeline (CleverHans, through `tarrl_tf.attacks`), measure the encoder's
+regularizer `R` on the same examples, and, for linear heads, set the
+task-agnostic bound beside the measured adversarial loss.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tarrl_tf import attacks, data, divergences, downstream, tasks
+from tarrl_tf.regularizers import PGD
+
+BOUND_NOTE = (
+    "PGD finds a lower estimate of each inner maximum, so 'bound' = clean loss + Lipschitz "
+    "constant x estimated worst-case representation shift is an estimate, not a certificate."
+)
+
+
+def representation_shift(encoder, x, *, epsilon, norm, steps=20, batch_size=256, seed=0):
+    """Worst-case change of the normalized representation inside the ball, per example.
+
+    Maximizes the `squared_l2` divergence with PGD. Returns `d`, one value
+    per example: `mean(d)` estimates `R`, `mean(sqrt(d))` the mean worst-case
+    L2 shift of the normalized representation.
+    """
+    estimator = PGD(epsilon=epsilon, norm=norm, steps=steps, divergence="squared_l2")
+
+    @tf.function
+    def batch_shift(x_batch):
+        anchor = encoder(x_batch, training=False)
+        x_adv = estimator.perturb(encoder, x_batch, anchor=anchor, seed=seed)
+        return divergences.squared_l2(anchor, encoder(x_adv, training=False))
+
+    batches = [batch_shift(tf.constant(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return np.concatenate([b.numpy() for b in batches])
+
+
+def evaluate(
+    encoder,
+    *,
+    train,
+    test,
+    num_classes,
+    attack_specs,
+    head="linear",
+    fine_tune=False,
+    epochs=30,
+    batch_size=256,
+    regularizer_steps=20,
+    sanity_checks=True,
+    spsa_examples=100,
+    seed=0,
+    verbose=False,
+):
+    """Trains a head on `train`, attacks the classifier on `test`, returns the report dict.
+
+    Args:
+        encoder: the encoder to judge.
+        train: `(x, y)` for the head, labels already mapped to the task.
+        test: `(x, y)` to attack.
+        num_classes: classes of the task.
+        attack_specs: `tarrl_tf.attacks.AttackSpec`s.
+        head: `"linear"` or `"mlp"`.
+        fine_tune: train the encoder too (plainly) instead of freezing it.
+        epochs: epochs of head training.
+        batch_size: batch size of head training and attacks.
+        regularizer_steps: PGD steps for measuring `R`.
+        sanity_checks: run the checks against false robustness.
+        spsa_examples: test examples for the gradient-free sanity check.
+        seed: seed for head training and attack random starts.
+        verbose: progress bars.
+
+    Returns:
+        A dict with `clean_accuracy`, `clean_loss`, `attacks` (one row per
+        spec: settings, `robust_accuracy`, `adversarial_loss`, `num_examples`),
+        `robustness` (`R` per threat model), `bound` (linear heads) and
+        `sanity_checks`.
+    """
+    x_test, y_test = test
+    classifier, head_model = downstream.train_classifier(
+        encoder, *train, num_classes=num_classes, head=head, fine_tune=fine_tune, epochs=epochs,
+        batch_size=batch_size, seed=seed,
+    )
+    features_encoder = classifier.layers[1] if fine_tune else encoder
+    report = {
+        "head": head,
+        "fine_tune": bool(fine_tune),
+        "num_classes": int(num_classes),
+        "num_train_examples": int(len(train[0])),
+        "num_examples": int(len(x_test)),
+        "clean_accuracy": attacks.clean_accuracy(classifier, x_test, y_test, batch_size=batch_size),
+        "clean_loss": downstream.cross_entropy(classifier, x_test, y_test),
+        "attacks": [],
+    }
+    progbar = keras.utils.Progbar(len(attack_specs), unit_name="attack") if verbose else None
+    for i, spec in enumerate(attack_specs):
+        report["attacks"].append(_attack_row(classifier, x_test, y_test, spec, batch_size, seed))
+        if progbar is not None:
+            progbar.update(i + 1)
+
+    threat_models = sorted({(s.norm, s.epsilon) for s in attack_specs if s.epsilon > 0})
+    shifts = {
+        threat: representation_shift(features_encoder, x_test, epsilon=threat[1], norm=threat[0],
+                                     steps=regularizer_steps, batch_size=batch_size, seed=seed)
+        for threat in threat_models
+    }
+    report["robustness"] = [
+        {"norm": norm, "epsilon": eps, "estimator": "pgd", "steps": regularizer_steps,
+         "divergence": "squared_l2", "R": float(np.mean(d)),
+         "mean_shift": float(np.mean(np.sqrt(d))), "num_examples": int(len(d))}
+        for (norm, eps), d in shifts.items()
+    ]
+    if head == "linear":
+        report["bound"] = _bound_rows(report, downstream.linear_head_lipschitz(head_model), shifts)
+        report["bound_note"] = BOUND_NOTE
+    if sanity_checks:
+        report["sanity_checks"] = _sanity_checks(
+            classifier, x_test, y_test, attack_specs, report, batch_size, spsa_examples, seed
+        )
+    return report, classifier, head_model
+
+
+def _attack_row(classifier, x, y, spec, batch_size, seed):
+    x_adv = attacks.run_attack(classifier, x, y, spec, batch_size=batch_size, seed=seed)
+    clean_ok = _predictions(classifier, x) == y
+    adv_ok = _predictions(classifier, x_adv) == y
+    return {
+        **spec.to_dict(),
+        # x itself lies in the ball: an example is robust only if both are right.
+        "robust_accuracy": float(np.mean(clean_ok & adv_ok)),
+        "adversarial_loss": downstream.cross_entropy(classifier, x_adv, y),
+        "num_examples": int(len(x)),
+    }
+
+
+def _predictions(classifier, x):
+    return np.argmax(classifier.predict(x, batch_size=512, verbose=0), axis=-1)
+
+
+def _bound_rows(report, lipschitz, shifts):
+    rows = []
+    for row in report["attacks"]:
+        key = (row["norm"], row["epsilon"])
+        if key not in shifts:
+            continue
+        shift = float(np.mean(np.sqrt(shifts[key])))
+        rows.append({
+            "attack": row["name"], "norm": row["norm"], "epsilon": row["epsilon"],
+            "clean_loss": report["clean_loss"], "lipschitz": lipschitz,
+            "representation_shift": shift, "bound": report["clean_loss"] + lipschitz * shift,
+            "adversarial_loss": row["adversarial_loss"],
+        })
+    return rows
+
+
+def _sanity_checks(classifier, x, y, specs, report, batch_size, spsa_examples, seed):
+    """Checks against false robustness (gradient masking, a weak attack)."""
+    checks = []
+    class_share = float(np.max(np.bincount(y)) / len(y))
+    # At L-inf radius 0.5 every image can become the same gray image, so no
+    # classifier can beat the largest class's share.
+    large = attacks.make_attack("pgd_linf", epsilon=0.5, steps=20)
+    large_accuracy = _attack_row(classifier, x, y, large, batch_size, seed)["robust_accuracy"]
+    checks.append({
+        "name": "large_epsilon_breaks_model", "passed": large_accuracy <= class_share + 0.05,
+        "detail": f"pgd_linf eps=0.5: robust accuracy {large_accuracy:.4f}; "
+                  f"largest class share {class_share:.4f}",
+    })
+    pgd = [s for s in specs if s.name.startswith("pgd") and s.epsilon > 0]
+    if pgd:
+        spec = max(pgd, key=lambda s: s.epsilon)
+        fewer = attacks.make_attack(spec.name, epsilon=spec.epsilon, steps=max(1, spec.steps // 4))
+        few_accuracy = _attack_row(classifier, x, y, fewer, batch_size, seed)["robust_accuracy"]
+        accuracy = next(r["robust_accuracy"] for r in report["attacks"]
+                        if r["name"] == spec.name and r["epsilon"] == spec.epsilon)
+        checks.append({
+            "name": "more_steps_do_not_raise_accuracy",
+            "passed": accuracy <= few_accuracy + 1.0 / len(x),
+            "detail": f"{spec.name} eps={spec.epsilon}: {fewer.steps} steps {few_accuracy:.4f}, "
+                      f"{spec.steps} steps {accuracy:.4f}",
+        })
+        subset = slice(0, min(spsa_examples, len(x)))
+        linf = [s for s in pgd if s.norm == "inf"]
+        if linf:
+            spec = max(linf, key=lambda s: s.epsilon)
+            spsa = attacks.make_attack("spsa", epsilon=spec.epsilon)
+            spsa_accuracy = _attack_row(classifier, x[subset], y[subset], spsa, batch_size, seed)
+            pgd_accuracy = _attack_row(classifier, x[subset], y[subset], spec, batch_size, seed)
+            checks.append({
+                "name": "gradient_free_attack_not_much_stronger",
+                "passed": spsa_accuracy["robust_accuracy"] >= pgd_accuracy["robust_accuracy"] - 0.05,
+                "detail": f"eps={spec.epsilon} on {subset.stop} examples: spsa "
+                          f"{spsa_accuracy['robust_accuracy']:.4f}, {spec.name} "
+                          f"{pgd_accuracy['robust_accuracy']:.4f}",
+            })
+    return checks
+
+
+def load_encoder(path_or_name, *, zoo_dir=None):
+    """Loads an encoder from a `.keras` file or, failing that, from the zoo by name."""
+    from tarrl_tf import zoo  # Imported here: the zoo pulls in the export machinery.
+
+    if os.path.exists(path_or_name):
+        return keras.models.load_model(path_or_name)
+    if path_or_name in zoo.list(zoo_dir=zoo_dir):
+        return zoo.load(path_or_name, zoo_dir=zoo_dir)
+    raise ValueError(
+        f"No encoder file and no zoo entry named {path_or_name!r} "
+        f"(zoo entries: {zoo.list(zoo_dir=zoo_dir) or 'none'})"
+    )
+
+
+def attack_grid(names, epsilons, *, l2_epsilons=None, steps=None):
+    """One `AttackSpec` per attack and radius; L2 attacks take `l2_epsilons` when given."""
+    specs = []
+    for name in names:
+        probe = attacks.make_attack(name, epsilon=0.0)
+        radii = l2_epsilons if probe.norm == "2" and l2_epsilons else epsilons
+        specs += [attacks.make_attack(name, epsilon=eps, steps=None if name == "fgsm" else steps)
+                  for eps in radii]
+    return specs
+
+
+def evaluate_on_dataset(
+    encoder,
+    *,
+    encoder_name,
+    dataset,
+    task="labels",
+    attack_specs,
+    num_examples=1000,
+    train_examples=None,
+    data_dir=None,
+    **kwargs,
+):
+    """Loads the data, maps the task's labels, and runs `evaluate`.
+
+    Args:
+        encoder: the encoder to judge.
+        encoder_name: how the report names it (a path or zoo name).
+        dataset: a `tarrl_tf.data` source (`"digits"`, `"npz:PATH"`, a TFDS name).
+        task: a task of `tarrl_tf.tasks` for that dataset.
+        attack_specs: the attacks to run.
+        num_examples: test examples to attack (the first ones of the split).
+        train_examples: training examples for the head (None: all).
+        data_dir: TFDS data directory.
+        **kwargs: passed to `evaluate` (head, fine_tune, epochs, ...).
+
+    Returns:
+        `(report, classifier, head)`.
+    """
+    info = data.info(dataset, data_dir=data_dir)
+    derived = tasks.get_task(info.name, task, num_classes=info.num_classes)
+    x_train, y_train = data.load_arrays(dataset, "train", data_dir=data_dir,
+                                        max_examples=train_examples)
+    x_test, y_test = data.load_arrays(dataset, "test", data_dir=data_dir, max_examples=num_examples)
+    expected = tuple(encoder.input_shape[1:])
+    if expected != tuple(x_train.shape[1:]):
+        raise ValueError(
+            f"The encoder takes images of shape {expected}, but {dataset!r} has {x_train.shape[1:]}"
+        )
+    report, classifier, head = evaluate(
+        encoder,
+        train=(x_train, derived.map_labels(y_train)),
+        test=(x_test, derived.map_labels(y_test)),
+        num_classes=derived.num_classes,
+        attack_specs=attack_specs,
+        **kwargs,
+    )
+    report = {"encoder": encoder_name, "dataset": dataset, "task": task,
+              "class_names": list(derived.class_names), **report,
+              "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
+    return report, classifier, head

@@ -1,0 +1,88 @@
+"""One pretraining run from plain values: what `tools/pretrain.py` and the experiments call."""
+
+import time
+
+import keras
+
+from tarrl_tf import data, encoders, regularizers
+from tarrl_tf.checks import check_choice
+from tarrl_tf.tarrl_model import TARRLModel
+
+ESTIMATORS = {
+    "pgd": regularizers.PGD,
+    "fgsm": regularizers.FGSM,
+    "power_iteration": regularizers.PowerIteration,
+}
+
+
+def make_encoder(input_shape, *, architecture="auto", width=None, seed=0):
+    """`small_cnn` for small grayscale images, `cifar_resnet` for RGB (or as asked)."""
+    if architecture == "auto":
+        architecture = "cifar_resnet" if input_shape[-1] == 3 else "small_cnn"
+    check_choice(architecture, ("small_cnn", "cifar_resnet"), name="architecture")
+    keras.utils.set_random_seed(seed)
+    if architecture == "small_cnn":
+        return encoders.small_cnn(input_shape=input_shape, width=width or 32)
+    return encoders.cifar_resnet(input_shape=input_shape, width=width or 16)
+
+
+def make_regularizer(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2"):
+    """A regularizer by estimator name; `steps` is PGD's steps or power iterations."""
+    check_choice(estimator, ESTIMATORS, name="estimator")
+    if estimator == "pgd":
+        return regularizers.PGD(epsilon=epsilon, norm=norm, steps=steps, divergence=divergence)
+    if estimator == "fgsm":
+        return regularizers.FGSM(epsilon=epsilon, norm=norm, divergence=divergence)
+    return regularizers.PowerIteration(epsilon=epsilon, norm=norm, iterations=steps,
+                                       divergence=divergence)
+
+
+def pretrain(
+    encoder,
+    images,
+    *,
+    method="simclr",
+    regularizer=None,
+    weight=0.0,
+    epochs=10,
+    batch_size=256,
+    learning_rate=1e-3,
+    warmup_epochs=0,
+    seed=0,
+    backup_dir=None,
+    verbose=1,
+):
+    """Pretrains `encoder` on unlabeled `images` with `ssl_loss + weight * R`.
+
+    Args:
+        encoder: the encoder to train (in place).
+        images: float images `[N, H, W, C]` in [0, 1].
+        method: SSL method name or object.
+        regularizer: a regularizer, or None for plain SSL.
+        weight: the regularizer's weight; 0 gives plain SSL.
+        epochs: training epochs.
+        batch_size: images per step.
+        learning_rate: Adam's learning rate (cosine-decayed to 0).
+        warmup_epochs: epochs over which epsilon and weight ramp up.
+        seed: seed for views, random starts and shuffling.
+        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: an
+            interrupted run started again with the same folder resumes.
+        verbose: Keras verbosity.
+
+    Returns:
+        `(model, history, seconds)`: the `TARRLModel`, the Keras history dict
+        and the wall-clock training time.
+    """
+    dataset = data.pretraining_dataset(images, batch_size=batch_size, seed=seed)
+    steps_per_epoch = len(images) // batch_size
+    warmup_steps = warmup_epochs * steps_per_epoch
+    model = TARRLModel(
+        encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
+        epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps, seed=seed,
+    )
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    return model, history.history, time.perf_counter() - start

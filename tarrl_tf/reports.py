@@ -1,0 +1,101 @@
+"""Writes an evaluation report: `report.json`, `report.md` and `robust_accuracy.png`.
+
+Each file is written to a temporary name and renamed, so a crash never leaves
+a half-written report behind.
+"""
+
+import json
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: reports are written on servers and CI.
+import matplotlib.pyplot as plt
+
+
+def write_atomic(path, write):
+    """Calls `write(file_object)` on a temporary file next to `path`, then renames it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path, data):
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_report(report, output_dir):
+    """Writes the three report files into `output_dir`; returns their paths."""
+    paths = {name: os.path.join(output_dir, name)
+             for name in ("report.json", "report.md", "robust_accuracy.png")}
+    write_json(paths["report.json"], report)
+    markdown = to_markdown(report)
+    write_atomic(paths["report.md"], lambda f: f.write(markdown.encode()))
+    write_atomic(paths["robust_accuracy.png"], lambda f: _plot(report, f))
+    return paths
+
+
+def to_markdown(report):
+    lines = [
+        f"# Robustness report: `{report.get('encoder', '?')}`",
+        "",
+        f"Dataset `{report.get('dataset', '?')}`, task `{report.get('task', '?')}`, "
+        f"{report['head']} head{' (fine-tuned)' if report.get('fine_tune') else ' on the frozen encoder'}, "
+        f"trained on {report['num_train_examples']} examples without adversarial training; "
+        f"{report['num_examples']} test examples.",
+        "",
+        f"Clean accuracy: **{report['clean_accuracy']:.4f}** (loss {report['clean_loss']:.4f})",
+        "",
+        "| attack | norm | epsilon | steps | step size | robust accuracy | adversarial loss | examples |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["attacks"]:
+        step_size = "-" if row.get("step_size") is None else f"{row['step_size']:.4g}"
+        lines.append(
+            f"| {row['name']} | {row['norm']} | {row['epsilon']:.4g} | {row['steps']} | {step_size} "
+            f"| {row['robust_accuracy']:.4f} | {row['adversarial_loss']:.4f} | {row['num_examples']} |"
+        )
+    if report.get("robustness"):
+        lines += ["", "## The encoder's regularizer R (PGD on the normalized representation)", "",
+                  "| norm | epsilon | steps | R = mean d | mean shift = mean sqrt(d) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['norm']} | {r['epsilon']:.4g} | {r['steps']} | {r['R']:.5f} | {r['mean_shift']:.5f} |"
+                  for r in report["robustness"]]
+    if report.get("bound"):
+        lines += ["", "## Task-agnostic bound (linear head)", "", report["bound_note"], "",
+                  "| attack | epsilon | clean loss | Lipschitz | shift | bound | measured adversarial loss |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {b['attack']} | {b['epsilon']:.4g} | {b['clean_loss']:.4f} | {b['lipschitz']:.3f} "
+                  f"| {b['representation_shift']:.4f} | {b['bound']:.4f} | {b['adversarial_loss']:.4f} |"
+                  for b in report["bound"]]
+    if report.get("sanity_checks"):
+        lines += ["", "## Sanity checks against false robustness", ""]
+        lines += [f"- {'PASS' if c['passed'] else 'FAIL'} `{c['name']}`: {c['detail']}"
+                  for c in report["sanity_checks"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report, f):
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(row["name"] for row in report["attacks"]):
+        rows = sorted((r for r in report["attacks"] if r["name"] == name), key=lambda r: r["epsilon"])
+        epsilons = [0.0] + [r["epsilon"] for r in rows]
+        accuracies = [report["clean_accuracy"]] + [r["robust_accuracy"] for r in rows]
+        axes.plot(epsilons, accuracies, marker="o", label=name)
+    axes.set_xlabel("epsilon")
+    axes.set_ylabel("robust accuracy")
+    axes.set_ylim(0, 1.02)
+    axes.set_title(f"{report.get('encoder', '')} - {report.get('task', '')}", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(f, format="png", dpi=100)
+    plt.close(figure)
