@@ -50,6 +50,10 @@ class TARRLModel(keras.Model):
         weight_warmup_steps: steps over which the weight grows linearly to its value.
         share_anchor: reuse the clean training pass as the anchor; None
             decides from the encoder's layers.
+        regularized_fraction: fraction of each batch on which `R` is
+            estimated in training. `R` is a mean over inputs, so a part of
+            the batch estimates it without bias at a proportionally lower
+            cost (see benchmarks/step_time.py).
         seed: seed for the views and the regularizer's random starts.
 
     Example:
@@ -75,6 +79,7 @@ class TARRLModel(keras.Model):
         epsilon_warmup_steps=0,
         weight_warmup_steps=0,
         share_anchor=None,
+        regularized_fraction=1.0,
         seed=None,
         **kwargs,
     ):
@@ -86,6 +91,8 @@ class TARRLModel(keras.Model):
         regularizer = regularizers.get(regularizer)
         if weight > 0 and regularizer is None:
             raise ValueError("weight > 0 needs a regularizer, e.g. tarrl_tf.regularizers.PGD(...)")
+        if not 0 < regularized_fraction <= 1:
+            raise ValueError(f"regularized_fraction must be in (0, 1], got {regularized_fraction}")
         for name, steps in [("epsilon_warmup_steps", epsilon_warmup_steps),
                             ("weight_warmup_steps", weight_warmup_steps)]:
             if not isinstance(steps, int) or steps < 0:
@@ -110,6 +117,7 @@ class TARRLModel(keras.Model):
                 isinstance(layer, _TRAINING_DEPENDENT) for layer in encoder._flatten_layers()
             )
         self.share_anchor = bool(share_anchor)
+        self.regularized_fraction = float(regularized_fraction)
         self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
@@ -160,6 +168,10 @@ class TARRLModel(keras.Model):
         return self.method.loss(z1, z2), first_view, first_features
 
     def _robustness(self, x, clean_features, tape, epsilon=None):
+        if self.regularized_fraction < 1:
+            count = tf.cast(tf.math.ceil(
+                self.regularized_fraction * tf.cast(tf.shape(x)[0], "float32")), "int32")
+            x, clean_features = x[:count], clean_features[:count]
         anchor = clean_features if self.share_anchor else self.encoder(x, training=False)
         with tape.stop_recording():
             x_adv = self.regularizer.perturb(
@@ -218,6 +230,7 @@ class TARRLModel(keras.Model):
             epsilon_warmup_steps=self.epsilon_warmup_steps,
             weight_warmup_steps=self.weight_warmup_steps,
             share_anchor=self.share_anchor,
+            regularized_fraction=self.regularized_fraction,
             seed=self.seed,
         )
         return config

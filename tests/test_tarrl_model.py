@@ -192,3 +192,20 @@ def test_save_and_load_in_a_fresh_process(tmp_path, images, make_resnet):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_regularized_fraction_estimates_r_on_part_of_the_batch(images, make_cnn):
+    class Spy(regularizers.PGD):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.batch = tf.Variable(0)
+
+        def perturb(self, encoder, x, **kwargs):
+            self.batch.assign(tf.shape(x)[0])
+            return super().perturb(encoder, x, **kwargs)
+
+    spy = Spy(epsilon=0.1, steps=1)
+    _model(make_cnn(), regularizer=spy, regularized_fraction=0.25).fit(_dataset(images, 16), verbose=0)
+    assert int(spy.batch.numpy()) == 4
+    with pytest.raises(ValueError, match="regularized_fraction"):
+        _model(make_cnn(), regularized_fraction=0.0)
