@@ -68,7 +68,7 @@ def train_classifier(
         fine_tune: also train the encoder (a copy), end to end.
         epochs: training epochs.
         batch_size: examples per step.
-        learning_rate: Adam's learning rate; defaults to 1e-2 for a frozen
+        learning_rate: Adam's learning rate; defaults to 3e-2 for a frozen
             encoder (heads on unit-norm features need large weights) and 1e-4
             for fine-tuning.
         hidden_dim: hidden size of the MLP head.
@@ -91,7 +91,7 @@ def train_classifier(
         classifier.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
         return classifier, head_model
     features = encoder.predict(x, batch_size=512, verbose=0)
-    head_model.compile(optimizer=keras.optimizers.Adam(learning_rate or 1e-2), loss=loss,
+    head_model.compile(optimizer=keras.optimizers.Adam(learning_rate or 3e-2), loss=loss,
                        metrics=["accuracy"])
     head_model.fit(features, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
     return build_classifier(encoder, head_model), head_model

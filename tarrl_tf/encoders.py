@@ -12,9 +12,12 @@ from keras import layers
 def small_cnn(input_shape=(28, 28, 1), width=32, representation_dim=128, name="small_cnn"):
     """A small VGG-style CNN for 28x28 (or other small) images.
 
-    Four 3x3 convolutions (two strided), global average pooling and a dense
-    layer. No BatchNormalization, so training and inference behave the same
-    and the robustness regularizer can reuse the clean forward pass.
+    Four 3x3 convolutions (two strided), then a linear layer over the
+    flattened feature map. Flattening keeps where strokes are, which global
+    pooling would discard (it matters for digits); a linear representation
+    has no dead units for SSL to lose. No BatchNormalization, so training and
+    inference behave the same and the robustness regularizer can reuse the
+    clean forward pass.
 
     Args:
         input_shape: `(H, W, C)` of the images.
@@ -34,8 +37,8 @@ def small_cnn(input_shape=(28, 28, 1), width=32, representation_dim=128, name="s
     x = layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2D(2 * width, 3, padding="same", activation="relu")(x)
     x = layers.Conv2D(4 * width, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(representation_dim, activation="relu", name="representation")(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(representation_dim, name="representation")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

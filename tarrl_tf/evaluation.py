@@ -207,12 +207,15 @@ def load_encoder(path_or_name, *, zoo_dir=None):
 
     if os.path.exists(path_or_name):
         return keras.models.load_model(path_or_name)
-    if path_or_name in zoo.list(zoo_dir=zoo_dir):
+    try:
+        names = zoo.list(zoo_dir=zoo_dir)
+    except zoo.ZooError as error:  # No zoo here (e.g. a wheel install): say so, after the path.
+        names, problem = [], f"; the zoo is unavailable: {error}"
+    else:
+        problem = f" (zoo entries: {', '.join(names) or 'none'})"
+    if path_or_name in names:
         return zoo.load(path_or_name, zoo_dir=zoo_dir)
-    raise ValueError(
-        f"No encoder file and no zoo entry named {path_or_name!r} "
-        f"(zoo entries: {zoo.list(zoo_dir=zoo_dir) or 'none'})"
-    )
+    raise ValueError(f"No encoder file and no zoo entry named {path_or_name!r}{problem}")
 
 
 def attack_grid(names, epsilons, *, l2_epsilons=None, steps=None):
@@ -260,9 +263,10 @@ def evaluate_on_dataset(
                                         max_examples=train_examples)
     x_test, y_test = data.load_arrays(dataset, "test", data_dir=data_dir, max_examples=num_examples)
     expected = tuple(encoder.input_shape[1:])
-    if expected != tuple(x_train.shape[1:]):
+    actual = tuple(x_train.shape[1:])
+    if len(expected) != len(actual) or any(e not in (None, a) for e, a in zip(expected, actual)):
         raise ValueError(
-            f"The encoder takes images of shape {expected}, but {dataset!r} has {x_train.shape[1:]}"
+            f"The encoder takes images of shape {expected}, but {dataset!r} has {actual}"
         )
     report, classifier, head = evaluate(
         encoder,

@@ -64,7 +64,6 @@ import pathlib
 import platform
 import re
 import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -72,6 +71,7 @@ import tensorflow as tf
 
 import tarrl_tf
 from tarrl_tf import checks, zoo
+from tarrl_tf.files import dumps_json, temporary_dir, write_atomic
 
 SERVING_SIGNATURE = "serving_default"
 MODELS_CONFIG_FILENAME = "models.config"
@@ -117,7 +117,7 @@ def export_serving(encoder, base_path, *, head=None, version=None):
         raise ValueError(f"{final} already exists")
     # Hidden and in the same directory, so the rename is atomic and TF Serving
     # (which only loads all-digit folder names) never picks up a partial model.
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=base_path))
+    tmp = pathlib.Path(temporary_dir(base_path, prefix=f".tmp-{int(version)}-"))
     try:
         _write_saved_model(encoder, head, input_shape, tmp)
         images, expected = zoo.probe_outputs(encoder, head)
@@ -292,7 +292,7 @@ def write_models_config(serving_dir, *, config_path=None, base_path_prefix=None)
         ]
     lines.append("}")
     path = pathlib.Path(config_path) if config_path else serving_dir / MODELS_CONFIG_FILENAME
-    _write_text_atomic(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -385,7 +385,7 @@ def write_model_card(
         files=zoo.describe_files(entry_dir, exclude=(zoo.MODEL_CARD_FILENAME,)),
     )
     zoo.validate_model_card(card)
-    _write_text_atomic(entry_dir / zoo.MODEL_CARD_FILENAME, _dumps(card))
+    write_atomic(entry_dir / zoo.MODEL_CARD_FILENAME, dumps_json(card))
     return card
 
 
@@ -471,26 +471,6 @@ def _plain(obj):
     return copy.deepcopy(obj)
 
 
-def _dumps(obj):
-    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
-
-
-def _write_text_atomic(path, text):
-    """Writes `path` through a hidden temporary file in the same folder and `os.replace`."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def create_zoo_entry(
     encoder,
     *,
@@ -574,7 +554,7 @@ def create_zoo_entry(
     if name in manifest["entries"] or final.exists():
         raise ValueError(f"Zoo entry {name!r} already exists in {zoo_root}; pick a new name")
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=zoo_root))
+    tmp = pathlib.Path(temporary_dir(zoo_root, prefix=f".tmp-{name}-"))
     try:
         encoder.save(tmp / zoo.ENCODER_FILENAME)
         if head is not None:
@@ -590,7 +570,7 @@ def create_zoo_entry(
     try:
         manifest["entries"][name] = entry
         manifest["entries"] = dict(sorted(manifest["entries"].items()))
-        _write_text_atomic(manifest_path, _dumps(manifest))
+        write_atomic(manifest_path, dumps_json(manifest))
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise

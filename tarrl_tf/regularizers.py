@@ -56,6 +56,47 @@ def ascent_direction(gradient, norm):
     return tf.sign(gradient) if norm == "inf" else _unit(gradient)
 
 
+def projected_gradient_ascent(objective, x, *, epsilon, norm, steps, step_size, random_start=True,
+                              clip_min=0.0, clip_max=1.0, seed=None):
+    """Maximizes `objective(x')` over `B(x)` by projected gradient ascent (Madry et al.).
+
+    The one PGD loop of the package: the regularizers and the robust-SSL
+    baselines differ only in the objective they hand it. The loop has a fixed
+    length inside the graph (`tf.while_loop`), so it is traced once.
+
+    Args:
+        objective: maps a batch `x'` to a scalar to maximize; a sum over
+            examples, so each example's input gradient is independent of the
+            batch size.
+        x: the clean batch.
+        epsilon: radius of the ball (float or scalar tensor).
+        norm: `"inf"` or `"2"` (canonical, see `tarrl_tf.checks.canonical_norm`).
+        steps: number of ascent steps (Python int).
+        step_size: size of each step.
+        random_start: start from a random point of the ball.
+        clip_min: lowest valid input value.
+        clip_max: highest valid input value.
+        seed: an int or a `keras.random.SeedGenerator`.
+
+    Returns:
+        The perturbed batch, with no gradient flowing through it.
+    """
+    x_adv = x
+    if random_start:
+        x_adv = project(x + random_in_ball(x, epsilon, norm, seed), x, epsilon, norm,
+                        clip_min, clip_max)
+
+    def ascend(i, x_adv):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            value = objective(x_adv)
+        x_adv = x_adv + step_size * ascent_direction(tape.gradient(value, x_adv), norm)
+        return i + 1, project(x_adv, x, epsilon, norm, clip_min, clip_max)
+
+    _, x_adv = tf.while_loop(lambda i, _: i < steps, ascend, [tf.constant(0), x_adv])
+    return tf.stop_gradient(x_adv)
+
+
 class Regularizer:
     """Base class: the threat model, the divergence and the value of `R` on a batch.
 
@@ -142,9 +183,8 @@ class Regularizer:
 class PGD(Regularizer):
     """Projected gradient ascent on `d(f(x), f(x'))` from a random start (Madry et al.).
 
-    Signed-gradient steps for L-inf, normalized-gradient steps for L2. The
-    loop has a fixed length inside the graph (`tf.while_loop`), so it is
-    traced once whatever `steps` is.
+    Signed-gradient steps for L-inf, normalized-gradient steps for L2, by
+    `projected_gradient_ascent` on the summed divergence.
 
     Args:
         epsilon: radius of the ball.
@@ -181,22 +221,12 @@ class PGD(Regularizer):
     def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
         x = tf.convert_to_tensor(x)
         radius = self._radius(epsilon, x.dtype)
-        step_size = self._step_size(radius)
-        x_adv = x
-        if self.random_start:
-            x_adv = project(x + random_in_ball(x, radius, self.norm, seed), x, radius,
-                            self.norm, self.clip_min, self.clip_max)
-
-        def ascend(i, x_adv):
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                value = self._divergence_sum(encoder, anchor, x_adv)
-            gradient = tape.gradient(value, x_adv)
-            x_adv = x_adv + step_size * ascent_direction(gradient, self.norm)
-            return i + 1, project(x_adv, x, radius, self.norm, self.clip_min, self.clip_max)
-
-        _, x_adv = tf.while_loop(lambda i, _: i < self.steps, ascend, [tf.constant(0), x_adv])
-        return tf.stop_gradient(x_adv)
+        return projected_gradient_ascent(
+            lambda x_adv: self._divergence_sum(encoder, anchor, x_adv), x,
+            epsilon=radius, norm=self.norm, steps=self.steps, step_size=self._step_size(radius),
+            random_start=self.random_start, clip_min=self.clip_min, clip_max=self.clip_max,
+            seed=seed,
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -4,43 +4,26 @@ Each file is written to a temporary name and renamed, so a crash never leaves
 a half-written report behind.
 """
 
-import json
+import io
 import os
-import tempfile
 
 import matplotlib
 
 matplotlib.use("Agg")  # Headless: reports are written on servers and CI.
 import matplotlib.pyplot as plt
 
-
-def write_atomic(path, write):
-    """Calls `write(file_object)` on a temporary file next to `path`, then renames it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_json(path, data):
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    write_atomic(path, lambda f: f.write(text.encode()))
+from tarrl_tf.files import dumps_json, write_atomic
 
 
 def write_report(report, output_dir):
     """Writes the three report files into `output_dir`; returns their paths."""
     paths = {name: os.path.join(output_dir, name)
              for name in ("report.json", "report.md", "robust_accuracy.png")}
-    write_json(paths["report.json"], report)
-    markdown = to_markdown(report)
-    write_atomic(paths["report.md"], lambda f: f.write(markdown.encode()))
-    write_atomic(paths["robust_accuracy.png"], lambda f: _plot(report, f))
+    # Render everything before writing anything: a failure leaves no mixed set.
+    contents = {"report.json": dumps_json(report), "report.md": to_markdown(report),
+                "robust_accuracy.png": _plot(report)}
+    for name, content in contents.items():
+        write_atomic(paths[name], content)
     return paths
 
 
@@ -83,7 +66,7 @@ def to_markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def _plot(report, f):
+def _plot(report):
     figure, axes = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(row["name"] for row in report["attacks"]):
         rows = sorted((r for r in report["attacks"] if r["name"] == name), key=lambda r: r["epsilon"])
@@ -97,5 +80,7 @@ def _plot(report, f):
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(f, format="png", dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
+    return buffer.getvalue()

@@ -31,6 +31,7 @@ flags.DEFINE_integer("num_examples", 1000, "Test examples to attack.")
 flags.DEFINE_integer("train_examples", None, "Training examples for the head (default: all).")
 flags.DEFINE_integer("epochs", 30, "Head training epochs.")
 flags.DEFINE_integer("batch_size", 256, "Batch size of head training and attacks.")
+flags.DEFINE_integer("regularizer_steps", 20, "PGD steps for measuring the encoder's R.")
 flags.DEFINE_boolean("sanity_checks", True, "Run the checks against false robustness.")
 flags.DEFINE_integer("seed", 0, "Seed of head training and attack random starts.")
 flags.DEFINE_string("output_dir", None, "Where the report goes.", required=True)
@@ -48,7 +49,8 @@ def main(argv):
         encoder, encoder_name=FLAGS.encoder, dataset=FLAGS.dataset, task=FLAGS.task,
         attack_specs=specs, num_examples=FLAGS.num_examples, train_examples=FLAGS.train_examples,
         data_dir=FLAGS.data_dir, head=FLAGS.head, fine_tune=FLAGS.fine_tune, epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size, sanity_checks=FLAGS.sanity_checks, seed=FLAGS.seed,
+        batch_size=FLAGS.batch_size, regularizer_steps=FLAGS.regularizer_steps,
+        sanity_checks=FLAGS.sanity_checks, seed=FLAGS.seed,
         verbose=True,
     )
     paths = reports.write_report(report, FLAGS.output_dir)

@@ -42,6 +42,9 @@ flags.DEFINE_boolean("evaluate", True, "Evaluate each encoder downstream after t
 flags.DEFINE_string("task", "labels", "Downstream task of the evaluation.")
 flags.DEFINE_list("attacks", ["pgd_linf"], "Attacks of the evaluation.")
 flags.DEFINE_list("epsilons", None, "Attack radii (default: epsilon/2, epsilon, 2*epsilon).")
+flags.DEFINE_integer("attack_steps", None, "Attack iterations (default: each attack's own).")
+flags.DEFINE_integer("head_epochs", 30, "Epochs of the downstream linear head.")
+flags.DEFINE_boolean("sanity_checks", True, "Run the evaluation's checks against false robustness.")
 flags.DEFINE_integer("num_examples", 1000, "Test examples to attack.")
 flags.DEFINE_integer("seed", 0, "Seed of everything random.")
 flags.DEFINE_string("output_dir", "runs/pretrain", "Where encoders and reports go.")
@@ -78,7 +81,7 @@ def main(argv):
         runs["simclr"] = 0.0
     epsilons = [float(e) for e in FLAGS.epsilons] if FLAGS.epsilons else [
         FLAGS.epsilon / 2, FLAGS.epsilon, 2 * FLAGS.epsilon]
-    specs = evaluation.attack_grid(FLAGS.attacks, epsilons)
+    specs = evaluation.attack_grid(FLAGS.attacks, epsilons, steps=FLAGS.attack_steps)
     results = {}
     for name, weight in runs.items():
         encoder, path, seconds = train_run(name, images, weight)
@@ -87,6 +90,7 @@ def main(argv):
         report, _, _ = evaluation.evaluate_on_dataset(
             encoder, encoder_name=path, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
             num_examples=FLAGS.num_examples, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
+            epochs=FLAGS.head_epochs, sanity_checks=FLAGS.sanity_checks,
         )
         report["pretraining_seconds"] = seconds
         reports.write_report(report, os.path.dirname(path))

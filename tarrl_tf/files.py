@@ -1,0 +1,46 @@
+"""Atomic file writes: a reader (or TF Serving, or a crash) never sees half a file."""
+
+import json
+import os
+import tempfile
+
+
+def write_atomic(path, content):
+    """Writes `content` (str or bytes) to `path` via a temporary file in the same folder.
+
+    The temporary file is flushed, synced and renamed over `path`; on any
+    failure it is removed and an existing `path` is left as it was. The file
+    gets the permissions a plain `open` would give (mkstemp's are 0600).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def dumps_json(data):
+    """JSON text for reports and cards; NaN and infinity are refused, not written as `NaN`."""
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def temporary_dir(parent, prefix):
+    """A hidden temporary folder in `parent` (for write-then-rename), with plain-mkdir permissions."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+    return path
