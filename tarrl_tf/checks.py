@@ -5,12 +5,15 @@ fails the same way everywhere: a `ValueError` that names the problem, never a
 silent cast, rescale or clip.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
-# Marks the message of the in-graph range check, so `TARRLModel.fit` can turn
-# the runtime error back into a ValueError.
-RANGE_ERROR_MARKER = "tarrl_tf: image values outside"
+# Starts the message of every in-graph input check, so `fit` and `evaluate`
+# can turn the runtime error back into a ValueError.
+ERROR_MARKER = "tarrl_tf: "
+RANGE_ERROR_MARKER = ERROR_MARKER + "image values outside"
 
 
 def check_image_spec(shape, dtype, *, name="images"):
@@ -59,6 +62,29 @@ def assert_in_range(x, clip_min, clip_max):
         message=f"{RANGE_ERROR_MARKER} [{clip_min}, {clip_max}]; scale them first "
         "(nothing is clipped silently)",
     )
+
+
+def checked_images(x, *, clip_min=0.0, clip_max=1.0):
+    """Checks an image batch: a ValueError when eager, an in-graph assert when traced."""
+    x = tf.convert_to_tensor(x)
+    check_image_spec(x.shape, x.dtype)
+    if tf.executing_eagerly():
+        check_images(x.numpy(), clip_min=clip_min, clip_max=clip_max)
+        return x
+    with tf.control_dependencies([assert_in_range(x, clip_min, clip_max)]):
+        return tf.identity(x)
+
+
+@contextlib.contextmanager
+def graph_errors_as_value_errors():
+    """Re-raises a failed in-graph input check (an InvalidArgumentError) as a ValueError."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        if ERROR_MARKER not in str(error):
+            raise
+        line = next(l for l in str(error.message).splitlines() if ERROR_MARKER in l)
+        raise ValueError(f"Input {line[line.index(ERROR_MARKER) + len(ERROR_MARKER):]}") from None
 
 
 def check_choice(value, choices, *, name):

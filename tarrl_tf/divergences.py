@@ -1,9 +1,12 @@
 """Divergences `d(f(x), f(x'))` between a clean and a perturbed representation.
 
-All of them measure the representation after L2 normalization (or through a
-distribution of fixed temperature), so the regularizer cannot be satisfied by
-shrinking the representation: the "scale trap" of ../METHOD.md. Each returns
-one value per example, shape `[batch]`.
+None of them can be satisfied by shrinking the representation (the "scale
+trap" of ../METHOD.md): they measure it after L2 normalization, through a
+distribution of fixed temperature, or relative to its spread over the batch.
+The last also closes the trap's local form, where every representation
+crowds into a small cap of the sphere around a common direction: small
+shifts then look small to a normalized distance, but so do the distances
+between classes. Each returns one value per example, shape `[batch]`.
 """
 
 import keras
@@ -27,6 +30,36 @@ def softmax_kl(z_clean, z_perturbed, temperature=0.1):
     log_p = tf.nn.log_softmax(_normalized(z_clean) / temperature, axis=-1)
     log_q = tf.nn.log_softmax(_normalized(z_perturbed) / temperature, axis=-1)
     return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def relative_squared_l2(z_clean, z_perturbed):
+    """`||z - z'||^2 / mean_batch ||z - mean(z)||^2`: the shift relative to the batch's spread.
+
+    About 2 for two unrelated inputs. Needs a batch of clean representations
+    (the spread is taken over `z_clean`), and rewards spreading the batch out
+    as much as holding each example still.
+    """
+    z = tf.reshape(z_clean, [tf.shape(z_clean)[0], -1])
+    z_p = tf.reshape(z_perturbed, [tf.shape(z_perturbed)[0], -1])
+    spread = tf.reduce_mean(tf.reduce_sum(tf.square(z - tf.reduce_mean(z, 0)), axis=-1))
+    return tf.reduce_sum(tf.square(z - z_p), axis=-1) / (spread + 1e-12)
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class RelativeSquaredL2:
+    """Squared L2 shift relative to the representation's spread over the batch."""
+
+    name = "relative_l2"
+
+    def __call__(self, z_clean, z_perturbed):
+        return relative_squared_l2(z_clean, z_perturbed)
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -77,11 +110,11 @@ class SoftmaxKL:
         return cls(**config)
 
 
-_BY_NAME = {SquaredL2.name: SquaredL2, SoftmaxKL.name: SoftmaxKL}
+_BY_NAME = {cls.name: cls for cls in (SquaredL2, SoftmaxKL, RelativeSquaredL2)}
 
 
 def get(divergence):
-    """Returns a divergence object from a name (`"squared_l2"`, `"kl"`) or passes one through."""
+    """A divergence object from a name (`"squared_l2"`, `"kl"`, `"relative_l2"`), or passed through."""
     if isinstance(divergence, str):
         return _BY_NAME[check_choice(divergence, _BY_NAME, name="divergence")]()
     if isinstance(divergence, dict):

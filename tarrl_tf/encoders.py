@@ -110,3 +110,32 @@ def _check_input_shape(input_shape):
         raise ValueError(
             f"`input_shape` must be (height, width, channels) of positive ints, got {input_shape!r}"
         )
+
+
+# Layers whose output depends on `training`. Without any, a clean training-mode
+# pass equals the inference-mode pass, and the training models can reuse it.
+_TRAINING_DEPENDENT = (
+    layers.BatchNormalization,
+    layers.Dropout,
+    layers.GaussianNoise,
+    layers.GaussianDropout,
+    layers.AlphaDropout,
+)
+
+
+def behaves_same_in_training(*models):
+    """True if none of `models` holds a layer whose output depends on `training`."""
+    return not any(
+        isinstance(layer, _TRAINING_DEPENDENT) for model in models for layer in model._flatten_layers()
+    )
+
+
+def image_input_shape(encoder):
+    """`(None, H, W, C)` of an encoder with one known rank-4 input, else None."""
+    try:
+        shape = encoder.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list) or shape is None or len(shape) != 4:
+        return None
+    return tuple(shape)

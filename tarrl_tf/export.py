@@ -58,7 +58,6 @@ export.create_zoo_entry(
 """
 
 import copy
-import json
 import os
 import pathlib
 import platform

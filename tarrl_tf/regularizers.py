@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from tarrl_tf import divergences
-from tarrl_tf.checks import assert_in_range, canonical_norm, check_image_spec, check_images
+from tarrl_tf.checks import canonical_norm, checked_images
 
 _TINY = 1e-12
 
@@ -139,20 +139,11 @@ class Regularizer:
 
     def __call__(self, encoder, x, *, anchor=None, epsilon=None, seed=None):
         """`R` on the batch: the mean of `d(f(x), f(x'))` at the worst-case `x'`."""
-        x = self._validated(x)
+        x = checked_images(x, clip_min=self.clip_min, clip_max=self.clip_max)
         if anchor is None:
             anchor = encoder(x, training=False)
         x_adv = self.perturb(encoder, x, anchor=tf.stop_gradient(anchor), epsilon=epsilon, seed=seed)
         return tf.reduce_mean(self.divergence(anchor, encoder(x_adv, training=False)))
-
-    def _validated(self, x):
-        x = tf.convert_to_tensor(x)
-        check_image_spec(x.shape, x.dtype)
-        if tf.executing_eagerly():
-            check_images(x.numpy(), clip_min=self.clip_min, clip_max=self.clip_max)
-            return x
-        with tf.control_dependencies([assert_in_range(x, self.clip_min, self.clip_max)]):
-            return tf.identity(x)
 
     def _radius(self, epsilon, dtype):
         return tf.cast(self.epsilon if epsilon is None else epsilon, dtype)

@@ -5,18 +5,8 @@ import tensorflow as tf
 
 from tarrl_tf import methods, regularizers
 from tarrl_tf.augment import ViewAugmentation
-from tarrl_tf.checks import RANGE_ERROR_MARKER, assert_in_range, check_image_spec
-
-# Layers whose output depends on `training`. With none of them in the encoder,
-# the clean training-mode pass doubles as the regularizer's inference-mode anchor.
-_TRAINING_DEPENDENT = (
-    keras.layers.BatchNormalization,
-    keras.layers.Dropout,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-)
-
+from tarrl_tf.checks import checked_images, graph_errors_as_value_errors
+from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class TARRLModel(keras.Model):
@@ -104,7 +94,7 @@ class TARRLModel(keras.Model):
         self.epsilon_warmup_steps = epsilon_warmup_steps
         self.weight_warmup_steps = weight_warmup_steps
         self.seed = seed
-        input_shape = _input_shape(encoder)
+        input_shape = image_input_shape(encoder)
         if augmentation is None:
             if input_shape is None:
                 raise ValueError("Pass `augmentation` for an encoder whose input shape is unknown")
@@ -113,9 +103,7 @@ class TARRLModel(keras.Model):
             augmentation = keras.saving.deserialize_keras_object(augmentation)
         self.augmentation = augmentation
         if share_anchor is None:
-            share_anchor = not any(
-                isinstance(layer, _TRAINING_DEPENDENT) for layer in encoder._flatten_layers()
-            )
+            share_anchor = behaves_same_in_training(encoder)
         self.share_anchor = bool(share_anchor)
         self.regularized_fraction = float(regularized_fraction)
         self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
@@ -151,11 +139,10 @@ class TARRLModel(keras.Model):
 
     def _images(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        check_image_spec(images.shape, images.dtype)
-        clip = (0.0, 1.0) if self.regularizer is None else (
-            self.regularizer.clip_min, self.regularizer.clip_max)
-        with tf.control_dependencies([assert_in_range(images, *clip)]):
-            return tf.identity(images)
+        if self.regularizer is None:
+            return checked_images(images)
+        return checked_images(images, clip_min=self.regularizer.clip_min,
+                              clip_max=self.regularizer.clip_max)
 
     def _ssl_loss(self, images, training):
         views = tf.concat(
@@ -211,11 +198,11 @@ class TARRLModel(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def fit(self, *args, **kwargs):
-        with _range_errors_as_value_errors():
+        with graph_errors_as_value_errors():
             return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
-        with _range_errors_as_value_errors():
+        with graph_errors_as_value_errors():
             return super().evaluate(*args, **kwargs)
 
     def get_config(self):
@@ -240,27 +227,3 @@ class TARRLModel(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
-
-
-def _input_shape(encoder):
-    try:
-        shape = encoder.input_shape
-    except (AttributeError, ValueError):
-        return None
-    if isinstance(shape, list) or shape is None or len(shape) != 4:
-        return None
-    return tuple(shape)
-
-
-class _range_errors_as_value_errors:
-    """Re-raises the in-graph range check, which TF reports as InvalidArgumentError, as ValueError."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if isinstance(error, tf.errors.InvalidArgumentError) and RANGE_ERROR_MARKER in str(error):
-            line = next(l for l in str(error.message).splitlines() if RANGE_ERROR_MARKER in l)
-            message = line[line.index(RANGE_ERROR_MARKER):].replace("tarrl_tf: ", "")
-            raise ValueError(f"Input {message}") from None
-        return False

@@ -18,7 +18,7 @@ def _norms(delta):
     return {"inf": np.abs(flat).max(axis=1), "2": np.linalg.norm(flat, axis=1)}
 
 
-@pytest.mark.parametrize("name", ["squared_l2", "kl"])
+@pytest.mark.parametrize("name", ["squared_l2", "kl", "relative_l2"])
 def test_divergence_is_zero_on_equal_inputs_and_ignores_scale(name):
     d = divergences.get(name)
     z = tf.random.normal([8, 16], seed=1)

@@ -31,7 +31,7 @@ flags.DEFINE_enum("estimator", "pgd", sorted(pretraining.ESTIMATORS), "Regulariz
 flags.DEFINE_enum("norm", "inf", ["inf", "2"], "Threat model norm.")
 flags.DEFINE_float("epsilon", 0.1, "Threat model radius (images in [0, 1]).")
 flags.DEFINE_integer("steps", 5, "PGD steps, or power iterations.")
-flags.DEFINE_enum("divergence", "squared_l2", ["squared_l2", "kl"], "Divergence d.")
+flags.DEFINE_enum("divergence", "squared_l2", ["squared_l2", "kl", "relative_l2"], "Divergence d.")
 flags.DEFINE_float("weight", 5.0, "Regularizer weight of the TARRL run.")
 flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight ramp up.")
 flags.DEFINE_integer("epochs", 30, "Pretraining epochs.")
