@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from tarrl_tf import methods
 from tarrl_tf.checks import checked_images
-from tarrl_tf.baselines import BaselineModel, view_augmentation
+from tarrl_tf.augment import resolve as resolve_augmentation
+from tarrl_tf.baselines import BaselineModel
 from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
 
 
@@ -81,7 +82,7 @@ class ACLModel(BaselineModel):
         self.method = methods.get(method)
         self.adversarial_weight = float(adversarial_weight)
         input_shape = image_input_shape(encoder)
-        self.augmentation = view_augmentation(augmentation, input_shape, seed)
+        self.augmentation = resolve_augmentation(augmentation, input_shape, seed)
         self.shares_clean_target = behaves_same_in_training(encoder, self.method)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")

@@ -139,3 +139,22 @@ class ViewAugmentation(keras.layers.Layer):
             seed=self.seed,
         )
         return config
+
+
+def resolve(augmentation, input_shape, seed, *, weak=False):
+    """The augmentation layer a training model was given, rebuilt from a config, or its default.
+
+    The default is `ViewAugmentation.for_input_shape` (SimCLR's views), or with
+    `weak` a crop of at least half the image plus flips for RGB (DeACL's
+    second stage trains on weakly augmented images).
+    """
+    if isinstance(augmentation, dict):
+        return keras.saving.deserialize_keras_object(augmentation)
+    if augmentation is not None:
+        return augmentation
+    if input_shape is None:
+        raise ValueError("Pass `augmentation` for an encoder whose input shape is unknown")
+    if weak:
+        return ViewAugmentation(crop_scale=(0.5, 1.0), flip=input_shape[-1] == 3, brightness=0.0,
+                                contrast=0.0, seed=seed)
+    return ViewAugmentation.for_input_shape(input_shape[1:], seed=seed)

@@ -29,7 +29,6 @@ import keras
 import tensorflow as tf
 
 from tarrl_tf import regularizers
-from tarrl_tf.augment import ViewAugmentation
 from tarrl_tf.checks import canonical_norm, check_choice, graph_errors_as_value_errors
 
 BASELINES = ("acl", "deacl", "supervised_at")
@@ -94,25 +93,6 @@ class BaselineModel(keras.Model):
         config.update(epsilon=self.epsilon, norm=self.norm, steps=self.steps,
                       step_size=self.step_size, seed=self.seed)
         return config
-
-
-def view_augmentation(augmentation, input_shape, seed, *, weak=False):
-    """The augmentation layer a baseline was given, rebuilt from a config, or its default.
-
-    The default is `ViewAugmentation.for_input_shape` (SimCLR's views), or with
-    `weak` a crop of at least half the image plus flips for RGB (DeACL's
-    second stage trains on weakly augmented images).
-    """
-    if isinstance(augmentation, dict):
-        return keras.saving.deserialize_keras_object(augmentation)
-    if augmentation is not None:
-        return augmentation
-    if input_shape is None:
-        raise ValueError("Pass `augmentation` for an encoder whose input shape is unknown")
-    if weak:
-        return ViewAugmentation(crop_scale=(0.5, 1.0), flip=input_shape[-1] == 3, brightness=0.0,
-                                contrast=0.0, seed=seed)
-    return ViewAugmentation.for_input_shape(input_shape[1:], seed=seed)
 
 
 def build(name, encoder, *, epsilon, norm, steps, teacher=None, num_classes=None, seed=None,

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from tarrl_tf import divergences
 from tarrl_tf.checks import checked_images
-from tarrl_tf.baselines import BaselineModel, view_augmentation
+from tarrl_tf.augment import resolve as resolve_augmentation
+from tarrl_tf.baselines import BaselineModel
 from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
 
 
@@ -99,7 +100,7 @@ class DeACLModel(BaselineModel):
         self.teacher = teacher
         self.weight = float(weight)
         input_shape = image_input_shape(student)
-        self.augmentation = view_augmentation(augmentation, input_shape, seed, weak=True)
+        self.augmentation = resolve_augmentation(augmentation, input_shape, seed, weak=True)
         self.shares_anchor = behaves_same_in_training(student)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")

@@ -37,6 +37,27 @@ def make_regularizer(estimator, *, epsilon, norm="inf", steps=5, divergence="squ
                                        divergence=divergence)
 
 
+def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_dir=None, verbose=1):
+    """Compiles `model` with Adam (cosine decay to 0) and fits it; returns `(history, seconds)`.
+
+    Args:
+        model: a training model (`TARRLModel` or a baseline).
+        dataset: a batched `tf.data.Dataset`.
+        steps_per_epoch: batches per epoch (for the schedule).
+        epochs: training epochs.
+        learning_rate: Adam's initial learning rate.
+        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: an
+            interrupted run started again with the same folder resumes.
+        verbose: Keras verbosity.
+    """
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps_per_epoch))
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    return history.history, time.perf_counter() - start
+
+
 def pretrain(
     encoder,
     images,
@@ -65,8 +86,7 @@ def pretrain(
         learning_rate: Adam's learning rate (cosine-decayed to 0).
         warmup_epochs: epochs over which epsilon and weight ramp up.
         seed: seed for views, random starts and shuffling.
-        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: an
-            interrupted run started again with the same folder resumes.
+        backup_dir: see `fit_model`.
         verbose: Keras verbosity.
 
     Returns:
@@ -80,9 +100,6 @@ def pretrain(
         encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
         epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps, seed=seed,
     )
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
-    start = time.perf_counter()
-    history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    return model, history.history, time.perf_counter() - start
+    history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
+                                 learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)
+    return model, history, seconds

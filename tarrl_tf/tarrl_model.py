@@ -3,8 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tarrl_tf import methods, regularizers
-from tarrl_tf.augment import ViewAugmentation
+from tarrl_tf import augment, methods, regularizers
 from tarrl_tf.checks import checked_images, graph_errors_as_value_errors
 from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
 
@@ -95,13 +94,7 @@ class TARRLModel(keras.Model):
         self.weight_warmup_steps = weight_warmup_steps
         self.seed = seed
         input_shape = image_input_shape(encoder)
-        if augmentation is None:
-            if input_shape is None:
-                raise ValueError("Pass `augmentation` for an encoder whose input shape is unknown")
-            augmentation = ViewAugmentation.for_input_shape(input_shape[1:], seed=seed)
-        elif isinstance(augmentation, dict):
-            augmentation = keras.saving.deserialize_keras_object(augmentation)
-        self.augmentation = augmentation
+        self.augmentation = augment.resolve(augmentation, input_shape, seed)
         if share_anchor is None:
             share_anchor = behaves_same_in_training(encoder)
         self.share_anchor = bool(share_anchor)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tarrl_tf import attacks, baselines, downstream, regularizers
+from tarrl_tf import attacks, augment, baselines, downstream, regularizers
 from tarrl_tf.acl_model import ACLModel
 from tarrl_tf.augment import ViewAugmentation
 from tarrl_tf.deacl_model import DeACLModel
@@ -147,7 +147,7 @@ def test_adversarial_passes_leave_batchnorm_statistics_alone(kind, make_resnet):
         control(tf.concat([views(x), views(x)], 0), training=True)
     else:
         assert not model.shares_anchor
-        control(baselines.view_augmentation(None, (None, 8, 8, 3), 0, weak=True)(x), training=True)
+        control(augment.resolve(None, (None, 8, 8, 3), 0, weak=True)(x), training=True)
     moving = [(a, b) for a, b in zip(encoder.non_trainable_weights, control.non_trainable_weights)
               if "moving" in a.path]
     assert moving

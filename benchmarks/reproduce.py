@@ -1,0 +1,166 @@
+"""Re-runs any row of the results: pretrain, evaluate downstream, write the zoo entry and card.
+
+Rows are data, in benchmarks/experiments.json. Each run writes its encoder and
+one evaluation report per task to --output_dir/<row>/, and (unless --quick)
+publishes the zoo entry `<row>` with its model card. `--quick` shrinks
+everything (examples, epochs, attack steps) to check the pipeline in minutes,
+and writes its zoo entry to a temporary zoo, never to zoo/.
+
+Examples:
+    python benchmarks/reproduce.py --list
+    python benchmarks/reproduce.py --row=mnist_cnn_tarrl_linf03 --quick
+    python benchmarks/reproduce.py --row=mnist_cnn_simclr --row=mnist_cnn_tarrl_linf03
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json
+import pathlib
+import tempfile
+
+import keras
+from absl import app, flags
+
+from tarrl_tf import baselines, data, evaluation, export, pretraining, reports, zoo
+from tarrl_tf.files import dumps_json, write_atomic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+flags.DEFINE_multi_string("row", None, "Row(s) of experiments.json to run.")
+flags.DEFINE_boolean("list", False, "List the rows and exit.")
+flags.DEFINE_boolean("quick", False, "Tiny budgets, temporary zoo: checks the pipeline in minutes.")
+flags.DEFINE_string("experiments", str(REPO / "benchmarks" / "experiments.json"), "Rows file.")
+flags.DEFINE_string("datasets_dir", str(REPO.parent / "shared" / "datasets"),
+                    "Folder of <name>/<name>.npz offline datasets.")
+flags.DEFINE_string("output_dir", None, "Encoders and reports (default: runs/reproduce[_quick]).")
+flags.DEFINE_string("zoo_dir", None, "Zoo to publish into (default: zoo/; --quick: a temp zoo).")
+flags.DEFINE_boolean("publish", True, "Publish the zoo entry.")
+FLAGS = flags.FLAGS
+
+QUICK_TRAINING = {"train_examples": 512, "epochs": 1, "batch_size": 128}
+QUICK_EVALUATION = {"num_examples": 100, "attack_steps": 5, "head_epochs": 5, "spsa_examples": 10}
+
+
+def load_rows(path):
+    rows = json.loads(pathlib.Path(path).read_text())["rows"]
+    return {row["name"]: row for row in rows}
+
+
+def source(dataset):
+    path = pathlib.Path(FLAGS.datasets_dir) / dataset / f"{dataset}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the offline copy of {dataset!r} is needed")
+    return f"npz:{path}"
+
+
+def train(row, images, labels, run_dir):
+    """Trains the row's encoder; returns `(encoder, history, seconds)`."""
+    threat, reg = row["threat_model"], row.get("regularizer", {})
+    encoder = pretraining.make_encoder(images.shape[1:], architecture=row["architecture"],
+                                       width=row.get("width"), seed=row.get("seed", 0))
+    fit = dict(epochs=row["epochs"], learning_rate=row["learning_rate"],
+               backup_dir=str(run_dir / "backup"), verbose=2)
+    if row["method"] in ("simclr", "tarrl"):
+        weight = reg.get("weight", 0.0) if row["method"] == "tarrl" else 0.0
+        regularizer = pretraining.make_regularizer(
+            reg.get("estimator", "pgd"), epsilon=threat["epsilon"], norm=threat["norm"],
+            steps=reg.get("steps", 5), divergence=reg.get("divergence", "squared_l2"))
+        model, history, seconds = pretraining.pretrain(
+            encoder, images, regularizer=regularizer, weight=weight,
+            batch_size=row["batch_size"], warmup_epochs=reg.get("warmup_epochs", 0),
+            seed=row.get("seed", 0), **fit)
+        return encoder, history, seconds
+    teacher = None
+    if row["method"] == "deacl":
+        teacher = keras.models.load_model(FLAGS.output_dir + f"/{row['teacher']}/encoder.keras")
+    model = baselines.build(
+        row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
+        steps=reg.get("steps", 5), teacher=teacher,
+        num_classes=int(labels.max()) + 1 if row["method"] == "supervised_at" else None,
+        seed=row.get("seed", 0))
+    if row["method"] == "supervised_at":
+        dataset = data.supervised_dataset(images, labels, batch_size=row["batch_size"], shuffle=True,
+                                          seed=row.get("seed", 0))
+    else:
+        dataset = data.pretraining_dataset(images, batch_size=row["batch_size"],
+                                           seed=row.get("seed", 0))
+    history, seconds = pretraining.fit_model(model, dataset,
+                                             steps_per_epoch=len(images) // row["batch_size"], **fit)
+    return encoder, history, seconds
+
+
+def run(row):
+    if FLAGS.quick:
+        row = {**row, **QUICK_TRAINING, "evaluation": {**row["evaluation"], **QUICK_EVALUATION}}
+    run_dir = pathlib.Path(FLAGS.output_dir) / row["name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = source(row["dataset"])
+    images, labels = data.load_arrays(dataset, "train", max_examples=row.get("train_examples"))
+    print(f"\n== {row['name']}: {row['method']} on {len(images)} {row['dataset']} images")
+    encoder, history, seconds = train(row, images, labels, run_dir)
+    encoder.save(run_dir / "encoder.keras")
+
+    ev = row["evaluation"]
+    specs = evaluation.attack_grid(ev["attacks"], ev["epsilons"], l2_epsilons=ev.get("l2_epsilons"),
+                                   steps=ev.get("attack_steps"))
+    results, head = {}, None
+    for task in ev["tasks"]:
+        report, _, task_head = evaluation.evaluate_on_dataset(
+            encoder, encoder_name=row["name"], dataset=dataset, task=task, attack_specs=specs,
+            num_examples=ev["num_examples"], train_examples=ev.get("head_train_examples"),
+            epochs=ev.get("head_epochs", 30), spsa_examples=ev.get("spsa_examples", 100),
+            sanity_checks=task == "labels", verbose=True)
+        report.update(pretraining_seconds=seconds, row=row,
+                      final_training_metrics={k: v[-1] for k, v in history.items()})
+        reports.write_report(report, run_dir / task)
+        results[task] = report
+        head = task_head if task == "labels" else head
+        print(reports.to_markdown(report))
+    if FLAGS.publish:
+        publish(row, encoder, head, results, seconds)
+    return results
+
+
+def publish(row, encoder, head, results, seconds):
+    target = zoo.resolve_zoo_dir(FLAGS.zoo_dir)
+    if row["name"] in zoo.list(zoo_dir=target):
+        raise ValueError(f"zoo entry {row['name']!r} exists in {target}; remove it to re-publish")
+    metrics = [item for report in results.values() for item in export.card_metrics(report)]
+    threat = row["threat_model"]
+    path = export.create_zoo_entry(
+        encoder, name=row["name"], dataset=row["dataset"], architecture=row["architecture"],
+        method=row["method"], regularizer=row.get("regularizer", {}),
+        threat_model={"norm": threat["norm"], "epsilon": threat["epsilon"]},
+        training={"epochs": row["epochs"], "batch_size": row["batch_size"],
+                  "wall_clock_seconds": round(seconds, 1),
+                  "train_examples": row.get("train_examples") or 0,
+                  "learning_rate": row["learning_rate"], "hardware": "2 CPU cores",
+                  "command": f"python benchmarks/reproduce.py --row={row['name']}"},
+        metrics=metrics, head=head, head_name="linear", notes=row.get("notes"),
+        zoo_dir=target)
+    print(f"Published {path}")
+
+
+def main(argv):
+    del argv
+    rows = load_rows(FLAGS.experiments)
+    if FLAGS.output_dir is None:
+        FLAGS.output_dir = str(REPO / "runs" / ("reproduce_quick" if FLAGS.quick else "reproduce"))
+    if FLAGS.quick and FLAGS.zoo_dir is None:
+        FLAGS.zoo_dir = tempfile.mkdtemp(prefix="tarrl_quick_zoo_")
+        write_atomic(os.path.join(FLAGS.zoo_dir, zoo.MANIFEST_FILENAME), dumps_json(zoo.empty_manifest()))
+    if FLAGS.list or not FLAGS.row:
+        for name, row in rows.items():
+            print(f"{name:36s} {row['method']:14s} {row['dataset']:14s} "
+                  f"{row['threat_model']['norm']} eps={row['threat_model']['epsilon']}")
+        return
+    unknown = [name for name in FLAGS.row if name not in rows]
+    if unknown:
+        raise ValueError(f"Unknown row(s) {unknown}; see --list")
+    for name in FLAGS.row:
+        run(rows[name])
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,46 @@
+"""Re-measures each zoo card's clean accuracy on real data (RobustBench's `test_clean_acc.py` idea).
+
+The datasets are the offline copies in ../shared/datasets (CI has them
+there); `TARRL_DATASETS_DIR` points elsewhere. Where a card's dataset is
+absent the test says so plainly and skips that entry.
+"""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from tarrl_tf import attacks, data, downstream, tasks, zoo
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATASETS = pathlib.Path(os.environ.get("TARRL_DATASETS_DIR", REPO.parent / "shared" / "datasets"))
+SUBSET = 300
+
+
+def _entries():
+    return zoo.list(zoo_dir=zoo.default_zoo_dir())
+
+
+def test_the_zoo_is_not_empty():
+    assert _entries(), "zoo/manifest.json lists no encoder"
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("name", _entries())
+def test_card_clean_accuracy_is_reproduced(name):
+    card = zoo.info(name)
+    path = DATASETS / card["dataset"] / f"{card['dataset']}.npz"
+    if not path.exists():
+        pytest.skip(f"{path} is absent: cannot re-measure {name}'s card without its dataset")
+    metric = next(m for m in card["metrics"] if m.get("task") == "labels" and m["head"] == "linear")
+    encoder, head = zoo.load(name), zoo.load_head(name)
+    task = tasks.get_task(card["dataset"], "labels")
+    # The card measured the first `num_examples` test images; take the first of those.
+    count = min(SUBSET, metric["num_examples"])
+    x, y = data.load_arrays(f"npz:{path}", "test", max_examples=count)
+    classifier = downstream.build_classifier(encoder, head)
+    accuracy = attacks.clean_accuracy(classifier, x, task.map_labels(y))
+    # Same model, same first images: only the subset differs from the card's count.
+    tolerance = 0.005 if count == metric["num_examples"] else 3 * np.sqrt(0.25 / count)
+    assert abs(accuracy - metric["clean_accuracy"]) <= tolerance, (accuracy, metric["clean_accuracy"])
