@@ -45,14 +45,13 @@ def relative_squared_l2(z_clean, z_perturbed):
     return tf.reduce_sum(tf.square(z - z_p), axis=-1) / (spread + 1e-12)
 
 
-@keras.saving.register_keras_serializable(package="tarrl_tf")
-class RelativeSquaredL2:
-    """Squared L2 shift relative to the representation's spread over the batch."""
+class Divergence:
+    """Base class: a named, serializable `d(z_clean, z_perturbed)` returning `[batch]` values."""
 
-    name = "relative_l2"
+    name = None
 
     def __call__(self, z_clean, z_perturbed):
-        return relative_squared_l2(z_clean, z_perturbed)
+        raise NotImplementedError
 
     def get_config(self):
         return {}
@@ -63,7 +62,17 @@ class RelativeSquaredL2:
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
-class SquaredL2:
+class RelativeSquaredL2(Divergence):
+    """Squared L2 shift relative to the representation's spread over the batch."""
+
+    name = "relative_l2"
+
+    def __call__(self, z_clean, z_perturbed):
+        return relative_squared_l2(z_clean, z_perturbed)
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class SquaredL2(Divergence):
     """Squared L2 distance between L2-normalized representations.
 
     Through the Gaussian view of ../METHOD.md, it is also `2 s^2` times the KL
@@ -75,16 +84,9 @@ class SquaredL2:
     def __call__(self, z_clean, z_perturbed):
         return squared_l2(z_clean, z_perturbed)
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
-class SoftmaxKL:
+class SoftmaxKL(Divergence):
     """KL between softmax distributions of normalized representations.
 
     Args:
@@ -104,10 +106,6 @@ class SoftmaxKL:
 
     def get_config(self):
         return {"temperature": self.temperature}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 _BY_NAME = {cls.name: cls for cls in (SquaredL2, SoftmaxKL, RelativeSquaredL2)}

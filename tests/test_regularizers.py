@@ -164,3 +164,23 @@ def test_serialization_round_trip(regularizer):
     restored = keras.saving.deserialize_keras_object(config)
     assert type(restored) is type(regularizer)
     assert restored.get_config() == regularizer.get_config()
+
+
+def test_relative_l2_closes_the_local_scale_trap():
+    """Crowding every representation into a small cap around a common direction.
+
+    The normalized distance then shrinks with the cap (the trap seen on MNIST),
+    while the shift relative to the batch's spread does not.
+    """
+    rng = np.random.default_rng(0)
+    mean = 10.0 * np.ones(16, "float32")
+    spread = rng.standard_normal((32, 16)).astype("float32")
+    shift = 0.1 * rng.standard_normal((32, 16)).astype("float32")
+
+    def crowded(scale):
+        return mean + scale * spread, mean + scale * (spread + shift)
+
+    normalized = [float(tf.reduce_mean(divergences.squared_l2(*crowded(s)))) for s in (1.0, 0.01)]
+    relative = [float(tf.reduce_mean(divergences.relative_squared_l2(*crowded(s)))) for s in (1.0, 0.01)]
+    assert normalized[1] < 0.01 * normalized[0]
+    np.testing.assert_allclose(relative[1], relative[0], rtol=1e-3)
