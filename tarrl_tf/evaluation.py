@@ -30,7 +30,8 @@ def representation_shift(encoder, x, *, epsilon, norm, steps=20, batch_size=256,
     """
     estimator = PGD(epsilon=epsilon, norm=norm, steps=steps, divergence="squared_l2")
 
-    @tf.function
+    # One trace for every batch size, the short last batch included.
+    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.float32)])
     def batch_shift(x_batch):
         anchor = encoder(x_batch, training=False)
         x_adv = estimator.perturb(encoder, x_batch, anchor=anchor, seed=seed)
