@@ -78,6 +78,7 @@ def train(row, images, labels, run_dir):
         row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
         steps=reg.get("steps", 5), teacher=teacher,
         num_classes=int(labels.max()) + 1 if row["method"] == "supervised_at" else None,
+        epsilon_warmup_steps=reg.get("warmup_epochs", 0) * (len(images) // row["batch_size"]),
         seed=row.get("seed", 0))
     if row["method"] == "supervised_at":
         dataset = data.supervised_dataset(images, labels, batch_size=row["batch_size"], shuffle=True,

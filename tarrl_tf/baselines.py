@@ -49,10 +49,19 @@ class BaselineModel(keras.Model):
         step_size: size of each step; defaults to `2.5 * epsilon / steps`
             (Madry et al.'s rule, also used by `regularizers.PGD`).
         seed: seed of the random starts (and of the views, in subclasses).
+        epsilon_warmup_steps: optimizer steps over which the radius grows
+            linearly to `epsilon` (as `TARRLModel`'s warm-up). Adversarial
+            contrastive learning at a large radius from a random start can
+            collapse to a constant representation, which no perturbation moves.
     """
 
-    def __init__(self, *, epsilon, norm="inf", steps=5, step_size=None, seed=None, **kwargs):
+    def __init__(self, *, epsilon, norm="inf", steps=5, step_size=None, seed=None,
+                 epsilon_warmup_steps=0, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(epsilon_warmup_steps, int) or epsilon_warmup_steps < 0:
+            raise ValueError(
+                f"epsilon_warmup_steps must be a non-negative int, got {epsilon_warmup_steps!r}")
+        self.epsilon_warmup_steps = epsilon_warmup_steps
         if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool) or not epsilon >= 0:
             raise ValueError(f"epsilon must be a number >= 0, got {epsilon!r}")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -72,7 +81,12 @@ class BaselineModel(keras.Model):
 
     def _search(self, objective, x, epsilon=None):
         """PGD on `objective` (a sum over examples) from a random start in the ball."""
-        radius = tf.cast(self.epsilon if epsilon is None else epsilon, x.dtype)
+        if epsilon is None:
+            epsilon = self.epsilon
+            if self.epsilon_warmup_steps and self.optimizer is not None:
+                step = tf.cast(self.optimizer.iterations + 1, "float32")
+                epsilon *= tf.minimum(1.0, step / self.epsilon_warmup_steps)
+        radius = tf.cast(epsilon, x.dtype)
         step_size = (2.5 * radius / self.steps if self.step_size is None
                      else tf.cast(self.step_size, x.dtype))
         return regularizers.projected_gradient_ascent(
@@ -91,7 +105,8 @@ class BaselineModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(epsilon=self.epsilon, norm=self.norm, steps=self.steps,
-                      step_size=self.step_size, seed=self.seed)
+                      step_size=self.step_size, seed=self.seed,
+                      epsilon_warmup_steps=self.epsilon_warmup_steps)
         return config
 
 

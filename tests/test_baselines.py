@@ -283,3 +283,16 @@ def test_deacl_saves_and_resumes_in_a_fresh_process(tmp_path, images, make_cnn):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_epsilon_warmup_grows_the_radius(make_cnn):
+    x = np.random.default_rng(0).random((8, 12, 12, 1), dtype=np.float32)
+    model = baselines.build("acl", make_cnn(), epsilon=0.3, norm="inf", steps=2, seed=0,
+                            epsilon_warmup_steps=100)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    v1, v2 = model.augmentation(x), model.augmentation(x)
+    early = np.abs(model.craft(v1, v2).numpy() - v1.numpy()).max()
+    model.optimizer.iterations.assign(99)
+    late = np.abs(model.craft(v1, v2).numpy() - v1.numpy()).max()
+    assert early <= 0.3 / 100 + 1e-6 and late > 0.2
+    assert model.get_config()["epsilon_warmup_steps"] == 100
