@@ -29,12 +29,12 @@ import keras
 import tensorflow as tf
 
 from tarrl_tf import regularizers
-from tarrl_tf.checks import canonical_norm, check_choice, graph_errors_as_value_errors
+from tarrl_tf.checks import InputCheckedModel, canonical_norm, check_choice
 
 BASELINES = ("acl", "deacl", "supervised_at")
 
 
-class BaselineModel(keras.Model):
+class BaselineModel(InputCheckedModel):
     """Base class of the baselines: the threat model, input checks and the PGD search.
 
     Subclasses set `self.encoder` (the model whose representation is
@@ -93,14 +93,6 @@ class BaselineModel(keras.Model):
             objective, x, epsilon=radius, norm=self.norm, steps=self.steps, step_size=step_size,
             random_start=True, clip_min=0.0, clip_max=1.0, seed=self.seed_generator,
         )
-
-    def fit(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
-            return super().fit(*args, **kwargs)
-
-    def evaluate(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
-            return super().evaluate(*args, **kwargs)
 
     def get_config(self):
         config = super().get_config()

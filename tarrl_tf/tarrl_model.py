@@ -4,11 +4,11 @@ import keras
 import tensorflow as tf
 
 from tarrl_tf import augment, methods, regularizers
-from tarrl_tf.checks import checked_images, graph_errors_as_value_errors
+from tarrl_tf.checks import InputCheckedModel, checked_images
 from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
-class TARRLModel(keras.Model):
+class TARRLModel(InputCheckedModel):
     """Pretrains any encoder with `ssl_loss + weight * R(encoder)`.
 
     Each step draws two views of the batch, computes the method's loss on
@@ -189,14 +189,6 @@ class TARRLModel(keras.Model):
         self.robustness_tracker.update_state(robustness)
         self.loss_tracker.update_state(ssl_loss + self.weight * robustness)
         return {m.name: m.result() for m in self.metrics}
-
-    def fit(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
-            return super().fit(*args, **kwargs)
-
-    def evaluate(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
-            return super().evaluate(*args, **kwargs)
 
     def get_config(self):
         config = super().get_config()
