@@ -6,10 +6,18 @@ publishes the zoo entry `<row>` with its model card. `--quick` shrinks
 everything (examples, epochs, attack steps) to check the pipeline in minutes,
 and writes its zoo entry to a temporary zoo, never to zoo/.
 
+`--reevaluate` trains nothing: it loads the encoder of the published entry
+`<row>` from --zoo_dir, runs the row's current "evaluation" on it (the same
+code as a full run), writes the reports, and replaces the entry with one that
+keeps the old card's training facts, method, regularizer, threat model and
+notes, with the new metrics and head (`training.evaluation_command` records
+the re-evaluation). With --quick the replaced entry goes to a temporary zoo.
+
 Examples:
     python benchmarks/reproduce.py --list
     python benchmarks/reproduce.py --row=mnist_cnn_tarrl_linf03 --quick
     python benchmarks/reproduce.py --row=mnist_cnn_simclr --row=mnist_cnn_tarrl_linf03
+    python benchmarks/reproduce.py --row=mnist_cnn_tarrl_linf03 --reevaluate
 """
 
 import os
@@ -36,10 +44,16 @@ flags.DEFINE_string("datasets_dir", str(REPO.parent / "shared" / "datasets"),
 flags.DEFINE_string("output_dir", None, "Encoders and reports (default: runs/reproduce[_quick]).")
 flags.DEFINE_string("zoo_dir", None, "Zoo to publish into (default: zoo/; --quick: a temp zoo).")
 flags.DEFINE_boolean("publish", True, "Publish the zoo entry.")
+flags.DEFINE_boolean("reevaluate", False,
+                     "Re-evaluate the published entry of each --row without training, and "
+                     "replace it with the new metrics.")
 FLAGS = flags.FLAGS
 
 QUICK_TRAINING = {"train_examples": 512, "epochs": 1, "batch_size": 128}
-QUICK_EVALUATION = {"num_examples": 100, "attack_steps": 5, "head_epochs": 5, "spsa_examples": 10}
+QUICK_EVALUATION = {"num_examples": 100, "attack_steps": 5, "head_epochs": 5, "spsa_examples": 10,
+                    "subset_examples": 10}
+# The card facts a re-evaluation keeps from the published entry.
+KEPT_CARD_FACTS = ("dataset", "architecture", "method", "regularizer", "threat_model", "training")
 
 
 def load_rows(path):
@@ -91,18 +105,71 @@ def train(row, images, labels, run_dir):
     return encoder, history, seconds
 
 
-def run(row):
+def prepared(row):
     if FLAGS.quick:
         row = {**row, **QUICK_TRAINING, "evaluation": {**row["evaluation"], **QUICK_EVALUATION}}
+    return row
+
+
+def run(row):
+    row = prepared(row)
     run_dir = pathlib.Path(FLAGS.output_dir) / row["name"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    dataset = source(row["dataset"])
-    images, labels = data.load_arrays(dataset, "train", max_examples=row.get("train_examples"))
+    images, labels = data.load_arrays(source(row["dataset"]), "train",
+                                      max_examples=row.get("train_examples"))
     print(f"\n== {row['name']}: {row['method']} on {len(images)} {row['dataset']} images")
     encoder, history, seconds = train(row, images, labels, run_dir)
     encoder.save(run_dir / "encoder.keras")
+    results, head = evaluate_row(
+        row, encoder, run_dir, pretraining_seconds=seconds,
+        final_training_metrics={k: v[-1] for k, v in history.items()})
+    if FLAGS.publish:
+        threat = row["threat_model"]
+        publish(row, encoder, head, results, dict(
+            dataset=row["dataset"], architecture=row["architecture"], method=row["method"],
+            regularizer=row.get("regularizer", {}),
+            threat_model={"norm": threat["norm"], "epsilon": threat["epsilon"]},
+            training={"epochs": row["epochs"], "batch_size": row["batch_size"],
+                      "wall_clock_seconds": round(seconds, 1),
+                      "train_examples": row.get("train_examples") or 0,
+                      "learning_rate": row["learning_rate"], "hardware": "2 CPU cores",
+                      "command": f"python benchmarks/reproduce.py --row={row['name']}"},
+            notes=row.get("notes")))
+    return results
 
+
+def reevaluate(row, source_zoo):
+    """Evaluates the published encoder of `row` anew and replaces its zoo entry."""
+    row = prepared(row)
+    name = row["name"]
+    card = zoo.info(name, zoo_dir=source_zoo)
+    mismatched = [k for k in ("dataset", "architecture", "method") if card[k] != row[k]]
+    if mismatched:
+        raise ValueError(
+            f"Zoo entry {name!r} in {source_zoo} differs from its row in {mismatched}: "
+            f"card {[card[k] for k in mismatched]}, row {[row[k] for k in mismatched]}"
+        )
+    encoder = zoo.load(name, zoo_dir=source_zoo)
+    run_dir = pathlib.Path(FLAGS.output_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"\n== {name}: re-evaluating the zoo entry in {source_zoo}")
+    results, head = evaluate_row(row, encoder, run_dir, reevaluated_zoo_entry=name,
+                                 pretraining_seconds=card["training"]["wall_clock_seconds"])
+    if FLAGS.publish:
+        facts = {k: card[k] for k in KEPT_CARD_FACTS}
+        facts["training"] = {**facts["training"], "evaluation_command":
+                             f"python benchmarks/reproduce.py --row={name} --reevaluate"}
+        publish(row, encoder, head, results, {**facts, "notes": card.get("notes")}, replace=True)
+    return results
+
+
+def evaluate_row(row, encoder, run_dir, **facts):
+    """Runs the row's evaluation on each task, writes the reports; returns `(results, head)`.
+
+    `facts` are added to every report. The head shipped is the `labels` task's.
+    """
     ev = row["evaluation"]
+    dataset = source(row["dataset"])
     specs = evaluation.attack_grid(ev["attacks"], ev["epsilons"], l2_epsilons=ev.get("l2_epsilons"),
                                    steps=ev.get("attack_steps"))
     results, head = {}, None
@@ -111,36 +178,27 @@ def run(row):
             encoder, encoder_name=row["name"], dataset=dataset, task=task, attack_specs=specs,
             num_examples=ev["num_examples"], train_examples=ev.get("head_train_examples"),
             epochs=ev.get("head_epochs", 30), spsa_examples=ev.get("spsa_examples", 100),
-            sanity_checks=task == "labels", verbose=True)
-        report.update(pretraining_seconds=seconds, row=row,
-                      final_training_metrics={k: v[-1] for k, v in history.items()})
+            subset_examples=ev.get("subset_examples"), sanity_checks=task == "labels",
+            verbose=True)
+        report.update(row=row, **facts)
         reports.write_report(report, run_dir / task)
         results[task] = report
         head = task_head if task == "labels" else head
         print(reports.to_markdown(report))
-    if FLAGS.publish:
-        publish(row, encoder, head, results, seconds)
-    return results
+    return results, head
 
 
-def publish(row, encoder, head, results, seconds):
+def publish(row, encoder, head, results, facts, *, replace=False):
+    """Writes the zoo entry `row["name"]` with the card `facts` and the results' metrics."""
     target = zoo.resolve_zoo_dir(FLAGS.zoo_dir)
-    if row["name"] in zoo.list(zoo_dir=target):
-        raise ValueError(f"zoo entry {row['name']!r} exists in {target}; remove it to re-publish")
+    if not replace and row["name"] in zoo.list(zoo_dir=target):
+        raise ValueError(f"zoo entry {row['name']!r} exists in {target}; remove it to re-publish "
+                         "or pass --reevaluate")
     metrics = [item for report in results.values() for item in export.card_metrics(report)]
-    threat = row["threat_model"]
     path = export.create_zoo_entry(
-        encoder, name=row["name"], dataset=row["dataset"], architecture=row["architecture"],
-        method=row["method"], regularizer=row.get("regularizer", {}),
-        threat_model={"norm": threat["norm"], "epsilon": threat["epsilon"]},
-        training={"epochs": row["epochs"], "batch_size": row["batch_size"],
-                  "wall_clock_seconds": round(seconds, 1),
-                  "train_examples": row.get("train_examples") or 0,
-                  "learning_rate": row["learning_rate"], "hardware": "2 CPU cores",
-                  "command": f"python benchmarks/reproduce.py --row={row['name']}"},
-        metrics=metrics, head=head, head_name="linear", notes=row.get("notes"),
-        zoo_dir=target)
-    print(f"Published {path}")
+        encoder, name=row["name"], metrics=metrics, head=head, head_name="linear",
+        zoo_dir=target, replace=replace, **facts)
+    print(f"{'Replaced' if replace else 'Published'} {path}")
 
 
 def main(argv):
@@ -148,7 +206,9 @@ def main(argv):
     rows = load_rows(FLAGS.experiments)
     if FLAGS.output_dir is None:
         FLAGS.output_dir = str(REPO / "runs" / ("reproduce_quick" if FLAGS.quick else "reproduce"))
-    if FLAGS.quick and FLAGS.zoo_dir is None:
+    source_zoo = zoo.resolve_zoo_dir(FLAGS.zoo_dir)  # where --reevaluate finds the entries
+    # Quick numbers never replace real ones: a quick re-evaluation publishes into a temp zoo too.
+    if FLAGS.quick and (FLAGS.zoo_dir is None or FLAGS.reevaluate):
         FLAGS.zoo_dir = tempfile.mkdtemp(prefix="tarrl_quick_zoo_")
         write_atomic(os.path.join(FLAGS.zoo_dir, zoo.MANIFEST_FILENAME), dumps_json(zoo.empty_manifest()))
     if FLAGS.list or not FLAGS.row:
@@ -160,7 +220,10 @@ def main(argv):
     if unknown:
         raise ValueError(f"Unknown row(s) {unknown}; see --list")
     for name in FLAGS.row:
-        run(rows[name])
+        if FLAGS.reevaluate:
+            reevaluate(rows[name], source_zoo)
+        else:
+            run(rows[name])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ regularizer `R` on the same examples, and, for linear heads, set the
 task-agnostic bound beside the measured adversarial loss.
 """
 
+import numbers
 import os
 
 import keras
@@ -13,12 +14,15 @@ import numpy as np
 import tensorflow as tf
 
 from tarrl_tf import attacks, data, divergences, downstream, tasks
+from tarrl_tf.checks import check_images
 from tarrl_tf.regularizers import PGD
 
 BOUND_NOTE = (
     "PGD finds a lower estimate of each inner maximum, so 'bound' = clean loss + Lipschitz "
     "constant x estimated worst-case representation shift is an estimate, not a certificate."
 )
+# Too slow on a CPU for a full test set: with `subset_examples` they attack the first examples only.
+SUBSET_ATTACKS = ("cw_l2", "spsa")
 
 
 def representation_shift(encoder, x, *, epsilon, norm, steps=20, batch_size=256, seed=0):
@@ -55,6 +59,7 @@ def evaluate(
     regularizer_steps=20,
     sanity_checks=True,
     spsa_examples=100,
+    subset_examples=None,
     seed=0,
     verbose=False,
 ):
@@ -73,16 +78,21 @@ def evaluate(
         regularizer_steps: PGD steps for measuring `R`.
         sanity_checks: run the checks against false robustness.
         spsa_examples: test examples for the gradient-free sanity check.
+        subset_examples: attacks named in `SUBSET_ATTACKS` run on the first
+            `subset_examples` test examples only (None: on all).
         seed: seed for head training and attack random starts.
         verbose: progress bars.
 
     Returns:
         A dict with `clean_accuracy`, `clean_loss`, `attacks` (one row per
-        spec: settings, `robust_accuracy`, `adversarial_loss`, `num_examples`),
-        `robustness` (`R` per threat model), `bound` (linear heads) and
-        `sanity_checks`.
+        spec: settings, `robust_accuracy`, `adversarial_loss`, and the
+        `num_examples`, `clean_accuracy` and `clean_loss` of the examples it
+        attacked), `robustness` (`R` per threat model), `bound` (linear heads)
+        and `sanity_checks`.
     """
+    subset_examples = _checked_subset(subset_examples)
     x_test, y_test = test
+    check_images(x_test, name="test images")
     classifier, head_model = downstream.train_classifier(
         encoder, *train, num_classes=num_classes, head=head, fine_tune=fine_tune, epochs=epochs,
         batch_size=batch_size, seed=seed,
@@ -94,13 +104,19 @@ def evaluate(
         "num_classes": int(num_classes),
         "num_train_examples": int(len(train[0])),
         "num_examples": int(len(x_test)),
-        "clean_accuracy": attacks.clean_accuracy(classifier, x_test, y_test, batch_size=batch_size),
-        "clean_loss": downstream.cross_entropy(classifier, x_test, y_test),
-        "attacks": [],
     }
+    # One clean pass, sliced per row: a subset row's clean numbers are those of its examples.
+    clean = _correct_and_loss(classifier, x_test, y_test)
+    report["clean_accuracy"] = float(np.mean(clean[0]))
+    report["clean_loss"] = float(np.mean(clean[1]))
+    report["attacks"] = []
     progbar = keras.utils.Progbar(len(attack_specs), unit_name="attack") if verbose else None
     for i, spec in enumerate(attack_specs):
-        report["attacks"].append(_attack_row(classifier, x_test, y_test, spec, batch_size, seed))
+        n = len(x_test)
+        if subset_examples is not None and spec.name in SUBSET_ATTACKS:
+            n = min(n, subset_examples)
+        report["attacks"].append(
+            _attack_row(classifier, x_test, y_test, clean, spec, n, batch_size, seed))
         if progbar is not None:
             progbar.update(i + 1)
 
@@ -121,26 +137,44 @@ def evaluate(
         report["bound_note"] = BOUND_NOTE
     if sanity_checks:
         report["sanity_checks"] = _sanity_checks(
-            classifier, x_test, y_test, attack_specs, report, batch_size, spsa_examples, seed
+            classifier, x_test, y_test, attack_specs, report, batch_size, spsa_examples, seed,
+            clean,
         )
     return report, classifier, head_model
 
 
-def _attack_row(classifier, x, y, spec, batch_size, seed):
+def _checked_subset(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"subset_examples must be a positive integer or None (all examples), got {value!r}"
+        )
+    return int(value)
+
+
+def _correct_and_loss(classifier, x, y):
+    """Per example: is the prediction right, and its cross-entropy."""
+    logits = classifier.predict(x, batch_size=512, verbose=0)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=np.asarray(y, "int64"), logits=logits)
+    return np.argmax(logits, axis=-1) == np.asarray(y), loss.numpy()
+
+
+def _attack_row(classifier, x, y, clean, spec, n, batch_size, seed):
+    """The row of `spec` run on the first `n` examples; `clean` is `_correct_and_loss(x, y)`."""
+    x, y, clean_ok, clean_loss = x[:n], y[:n], clean[0][:n], clean[1][:n]
     x_adv = attacks.run_attack(classifier, x, y, spec, batch_size=batch_size, seed=seed)
-    clean_ok = _predictions(classifier, x) == y
-    adv_ok = _predictions(classifier, x_adv) == y
+    adv_ok, adv_loss = _correct_and_loss(classifier, x_adv, y)
     return {
         **spec.to_dict(),
         # x itself lies in the ball: an example is robust only if both are right.
         "robust_accuracy": float(np.mean(clean_ok & adv_ok)),
-        "adversarial_loss": downstream.cross_entropy(classifier, x_adv, y),
+        "adversarial_loss": float(np.mean(adv_loss)),
         "num_examples": int(len(x)),
+        "clean_accuracy": float(np.mean(clean_ok)),
+        "clean_loss": float(np.mean(clean_loss)),
     }
-
-
-def _predictions(classifier, x):
-    return np.argmax(classifier.predict(x, batch_size=512, verbose=0), axis=-1)
 
 
 def _bound_rows(report, lipschitz, shifts):
@@ -149,24 +183,27 @@ def _bound_rows(report, lipschitz, shifts):
         key = (row["norm"], row["epsilon"])
         if key not in shifts:
             continue
-        shift = float(np.mean(np.sqrt(shifts[key])))
+        # Both sides on the examples the row attacked (the first ones of the test set).
+        n = row["num_examples"]
+        shift = float(np.mean(np.sqrt(shifts[key][:n])))
         rows.append({
             "attack": row["name"], "norm": row["norm"], "epsilon": row["epsilon"],
-            "clean_loss": report["clean_loss"], "lipschitz": lipschitz,
-            "representation_shift": shift, "bound": report["clean_loss"] + lipschitz * shift,
-            "adversarial_loss": row["adversarial_loss"],
+            "clean_loss": row["clean_loss"], "lipschitz": lipschitz,
+            "representation_shift": shift, "bound": row["clean_loss"] + lipschitz * shift,
+            "adversarial_loss": row["adversarial_loss"], "num_examples": n,
         })
     return rows
 
 
-def _sanity_checks(classifier, x, y, specs, report, batch_size, spsa_examples, seed):
+def _sanity_checks(classifier, x, y, specs, report, batch_size, spsa_examples, seed, clean):
     """Checks against false robustness (gradient masking, a weak attack)."""
     checks = []
     class_share = float(np.max(np.bincount(y)) / len(y))
     # At L-inf radius 0.5 every image can become the same gray image, so no
     # classifier can beat the largest class's share.
     large = attacks.make_attack("pgd_linf", epsilon=0.5, steps=20)
-    large_accuracy = _attack_row(classifier, x, y, large, batch_size, seed)["robust_accuracy"]
+    large_accuracy = _attack_row(classifier, x, y, clean, large, len(x), batch_size,
+                                 seed)["robust_accuracy"]
     checks.append({
         "name": "large_epsilon_breaks_model", "passed": large_accuracy <= class_share + 0.05,
         "detail": f"pgd_linf eps=0.5: robust accuracy {large_accuracy:.4f}; "
@@ -176,7 +213,8 @@ def _sanity_checks(classifier, x, y, specs, report, batch_size, spsa_examples, s
     if pgd:
         spec = max(pgd, key=lambda s: s.epsilon)
         fewer = attacks.make_attack(spec.name, epsilon=spec.epsilon, steps=max(1, spec.steps // 4))
-        few_accuracy = _attack_row(classifier, x, y, fewer, batch_size, seed)["robust_accuracy"]
+        few_accuracy = _attack_row(classifier, x, y, clean, fewer, len(x), batch_size,
+                                   seed)["robust_accuracy"]
         accuracy = next(r["robust_accuracy"] for r in report["attacks"]
                         if r["name"] == spec.name and r["epsilon"] == spec.epsilon)
         checks.append({
@@ -185,17 +223,17 @@ def _sanity_checks(classifier, x, y, specs, report, batch_size, spsa_examples, s
             "detail": f"{spec.name} eps={spec.epsilon}: {fewer.steps} steps {few_accuracy:.4f}, "
                       f"{spec.steps} steps {accuracy:.4f}",
         })
-        subset = slice(0, min(spsa_examples, len(x)))
+        few = min(spsa_examples, len(x))
         linf = [s for s in pgd if s.norm == "inf"]
         if linf:
             spec = max(linf, key=lambda s: s.epsilon)
             spsa = attacks.make_attack("spsa", epsilon=spec.epsilon)
-            spsa_accuracy = _attack_row(classifier, x[subset], y[subset], spsa, batch_size, seed)
-            pgd_accuracy = _attack_row(classifier, x[subset], y[subset], spec, batch_size, seed)
+            spsa_accuracy = _attack_row(classifier, x, y, clean, spsa, few, batch_size, seed)
+            pgd_accuracy = _attack_row(classifier, x, y, clean, spec, few, batch_size, seed)
             checks.append({
                 "name": "gradient_free_attack_not_much_stronger",
                 "passed": spsa_accuracy["robust_accuracy"] >= pgd_accuracy["robust_accuracy"] - 0.05,
-                "detail": f"eps={spec.epsilon} on {subset.stop} examples: spsa "
+                "detail": f"eps={spec.epsilon} on {few} examples: spsa "
                           f"{spsa_accuracy['robust_accuracy']:.4f}, {spec.name} "
                           f"{pgd_accuracy['robust_accuracy']:.4f}",
             })
@@ -253,7 +291,7 @@ def evaluate_on_dataset(
         num_examples: test examples to attack (the first ones of the split).
         train_examples: training examples for the head (None: all).
         data_dir: TFDS data directory.
-        **kwargs: passed to `evaluate` (head, fine_tune, epochs, ...).
+        **kwargs: passed to `evaluate` (head, fine_tune, epochs, subset_examples, ...).
 
     Returns:
         `(report, classifier, head)`.

@@ -391,29 +391,29 @@ def write_model_card(
 def card_metrics(report):
     """Model card `metrics` items from a `tarrl_tf.evaluation.evaluate` report.
 
-    One item per attack row: the head, the clean accuracy, that row's robust
-    accuracy and number of examples, and the attack's exact settings. Values
+    One item per attack row: the head, that row's clean and robust accuracy
+    and number of examples, and the attack's exact settings. A row attacked on
+    a subset (see `evaluate(subset_examples=...)`) carries the clean accuracy
+    and loss of its own examples; rows without them take the report's. Values
     are copied, never recomputed.
     """
+    measured = ("robust_accuracy", "adversarial_loss", "num_examples", "clean_accuracy",
+                "clean_loss")
     items = []
     for row in report["attacks"]:
-        attack = {
-            k: v
-            for k, v in row.items()
-            if k not in ("robust_accuracy", "adversarial_loss", "num_examples")
-        }
         item = {
             "head": report["head"],
-            "clean_accuracy": report["clean_accuracy"],
+            "clean_accuracy": row.get("clean_accuracy", report["clean_accuracy"]),
             "robust_accuracy": row["robust_accuracy"],
             "num_examples": row["num_examples"],
-            "attack": attack,
+            "attack": {k: v for k, v in row.items() if k not in measured},
         }
-        for key in ("fine_tune", "dataset", "task", "clean_loss"):
+        for key in ("fine_tune", "dataset", "task"):
             if key in report:
                 item[key] = report[key]
-        if "adversarial_loss" in row:
-            item["adversarial_loss"] = row["adversarial_loss"]
+        for key in ("clean_loss", "adversarial_loss"):
+            if key in row or key in report:
+                item[key] = row.get(key, report.get(key))
         items.append(_plain(item))
     return items
 
@@ -485,6 +485,7 @@ def create_zoo_entry(
     head_name=None,
     notes=None,
     zoo_dir=None,
+    replace=False,
 ):
     """Adds `zoo_dir/<name>/` and its manifest entry, all or nothing.
 
@@ -495,12 +496,20 @@ def create_zoo_entry(
     `os.replace`). On any failure the folder is removed and the manifest is
     left as it was.
 
+    With `replace=True` an existing entry of that name is swapped out the same
+    way: only once the new entry is written and verified, the old folder is
+    renamed aside into a hidden folder, the new one renamed in, the manifest
+    replaced, and the old folder deleted. On any failure the old entry and the
+    manifest are left exactly as they were. A name that does not exist yet is
+    simply created (as `os.replace` creates a missing file).
+
     Args:
         encoder: the encoder (see `export_serving`).
         name: systematic zoo name, e.g. `"mnist_cnn_tarrl_linf03"`.
         head: optional downstream head (embeddings -> logits) to ship.
         head_name: the name the metrics use for `head`; required with `head`.
         zoo_dir: default: `tarrl_tf.zoo.resolve_zoo_dir()`.
+        replace: swap out an existing entry of that name instead of refusing.
         dataset, architecture, method, regularizer, threat_model, training,
         metrics, notes: the model card facts, see `write_model_card`.
 
@@ -550,10 +559,14 @@ def create_zoo_entry(
     manifest_path = zoo_root / zoo.MANIFEST_FILENAME
     manifest = zoo.read_manifest(zoo_root) if manifest_path.exists() else zoo.empty_manifest()
     final = zoo_root / name
-    if name in manifest["entries"] or final.exists():
-        raise ValueError(f"Zoo entry {name!r} already exists in {zoo_root}; pick a new name")
+    if not replace and (name in manifest["entries"] or final.exists()):
+        raise ValueError(
+            f"Zoo entry {name!r} already exists in {zoo_root}; pick a new name "
+            "(or pass replace=True to swap it out)"
+        )
 
     tmp = pathlib.Path(temporary_dir(zoo_root, prefix=f".tmp-{name}-"))
+    aside = None  # A hidden folder holding the old entry while the new one moves in.
     try:
         encoder.save(tmp / zoo.ENCODER_FILENAME)
         if head is not None:
@@ -562,15 +575,23 @@ def create_zoo_entry(
         write_model_card(tmp, serving=serving, **facts)
         entry = {"model_card": zoo.MODEL_CARD_FILENAME, "files": zoo.describe_files(tmp)}
         zoo.check_entry_dir(tmp, name=name, entry=entry)
+        if final.exists():
+            aside = pathlib.Path(temporary_dir(zoo_root, prefix=f".old-{name}-"))
+            os.rename(final, aside / name)
         os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
         manifest["entries"][name] = entry
         manifest["entries"] = dict(sorted(manifest["entries"].items()))
         write_atomic(manifest_path, dumps_json(manifest))
     except BaseException:
-        shutil.rmtree(final, ignore_errors=True)
+        # Undo in reverse order: the new entry out, the old one back in.
+        if not tmp.exists() and final.exists():
+            os.rename(final, tmp)
+        if aside is not None and (aside / name).exists():
+            os.rename(aside / name, final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
         raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     return final

@@ -38,15 +38,22 @@ def to_markdown(report):
         "",
         f"Clean accuracy: **{report['clean_accuracy']:.4f}** (loss {report['clean_loss']:.4f})",
         "",
-        "| attack | norm | epsilon | steps | step size | robust accuracy | adversarial loss | examples |",
-        "|---|---|---|---|---|---|---|---|",
+        "| attack | norm | epsilon | steps | step size | clean accuracy | robust accuracy "
+        "| adversarial loss | examples |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["attacks"]:
         step_size = "-" if row.get("step_size") is None else f"{row['step_size']:.4g}"
         lines.append(
             f"| {row['name']} | {row['norm']} | {row['epsilon']:.4g} | {row['steps']} | {step_size} "
-            f"| {row['robust_accuracy']:.4f} | {row['adversarial_loss']:.4f} | {row['num_examples']} |"
+            f"| {_clean_accuracy(report, row):.4f} | {row['robust_accuracy']:.4f} "
+            f"| {row['adversarial_loss']:.4f} | {row['num_examples']} |"
         )
+    subset = dict.fromkeys(f"{r['name']} ({r['num_examples']})" for r in report["attacks"]
+                           if r["num_examples"] != report["num_examples"])
+    if subset:
+        lines += ["", "Attacked on the first test examples only (costly attacks): "
+                  f"{', '.join(subset)}; the clean accuracy in their rows is that of those examples."]
     if report.get("robustness"):
         lines += ["", "## The encoder's regularizer R (PGD on the normalized representation)", "",
                   "| norm | epsilon | steps | R = mean d | mean shift = mean sqrt(d) |", "|---|---|---|---|---|"]
@@ -54,10 +61,12 @@ def to_markdown(report):
                   for r in report["robustness"]]
     if report.get("bound"):
         lines += ["", "## Task-agnostic bound (linear head)", "", report["bound_note"], "",
-                  "| attack | epsilon | clean loss | Lipschitz | shift | bound | measured adversarial loss |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| attack | epsilon | clean loss | Lipschitz | shift | bound | measured adversarial loss "
+                  "| examples |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {b['attack']} | {b['epsilon']:.4g} | {b['clean_loss']:.4f} | {b['lipschitz']:.3f} "
-                  f"| {b['representation_shift']:.4f} | {b['bound']:.4f} | {b['adversarial_loss']:.4f} |"
+                  f"| {b['representation_shift']:.4f} | {b['bound']:.4f} | {b['adversarial_loss']:.4f} "
+                  f"| {b.get('num_examples', report['num_examples'])} |"
                   for b in report["bound"]]
     if report.get("sanity_checks"):
         lines += ["", "## Sanity checks against false robustness", ""]
@@ -66,13 +75,21 @@ def to_markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def _clean_accuracy(report, row):
+    """The row's own clean accuracy; reports written before rows carried one use the report's."""
+    return row.get("clean_accuracy", report["clean_accuracy"])
+
+
 def _plot(report):
     figure, axes = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(row["name"] for row in report["attacks"]):
         rows = sorted((r for r in report["attacks"] if r["name"] == name), key=lambda r: r["epsilon"])
         epsilons = [0.0] + [r["epsilon"] for r in rows]
-        accuracies = [report["clean_accuracy"]] + [r["robust_accuracy"] for r in rows]
-        axes.plot(epsilons, accuracies, marker="o", label=name)
+        # A curve starts at the clean accuracy of the examples its attack saw.
+        accuracies = [_clean_accuracy(report, rows[0])] + [r["robust_accuracy"] for r in rows]
+        n = rows[0]["num_examples"]  # the same for every radius of one attack
+        label = name if n == report["num_examples"] else f"{name} (n={n})"
+        axes.plot(epsilons, accuracies, marker="o", label=label)
     axes.set_xlabel("epsilon")
     axes.set_ylabel("robust accuracy")
     axes.set_ylim(0, 1.02)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tarrl_tf import attacks, downstream, evaluation, files, reports, zoo
+from tarrl_tf import attacks, downstream, evaluation, export, files, reports, zoo
 
 NUM_CLASSES = 3
 IMAGE_SHAPE = (8, 8, 1)
@@ -129,6 +129,9 @@ def test_report_has_the_contract_fields(linear_run, specs, problem):
                 "adversarial_loss"} <= set(row)
         assert attacks.AttackSpec.from_dict(row) == spec  # the exact settings are recorded
         assert row["num_examples"] == len(test_x)
+        # Every row carries the clean numbers of the examples it attacked: here all of them.
+        assert row["clean_accuracy"] == report["clean_accuracy"]
+        assert row["clean_loss"] == report["clean_loss"]
         assert 0.0 <= row["robust_accuracy"] <= report["clean_accuracy"]
     for key, value in numeric_values(report):
         assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, value)
@@ -213,6 +216,113 @@ def test_mlp_head_fine_tuned_has_no_bound_and_measures_the_tuned_encoder(problem
                                         steps=2, batch_size=32, seed=0)
     assert report["robustness"][0]["R"] == pytest.approx(float(np.mean(d)), rel=1e-5)
     assert json.loads(json.dumps(report)) == report
+
+
+# --- costly attacks on a subset -----------------------------------------------------------
+
+
+SUBSET = 7
+
+
+@pytest.fixture(scope="module")
+def subset_run(problem):
+    """fgsm on every test example, cw_l2 and spsa (tiny budgets) on the first SUBSET only.
+
+    Two labels inside the subset are wrong on purpose, so its clean accuracy differs from the
+    whole test set's.
+    """
+    train, (x_test, y_test) = problem
+    y_test = y_test.copy()
+    y_test[:2] = (y_test[:2] + 1) % NUM_CLASSES
+    specs = [attacks.make_attack("fgsm", epsilon=0.1),
+             attacks.make_attack("cw_l2", epsilon=1.0, steps=3, binary_search_steps=1),
+             attacks.make_attack("spsa", epsilon=0.1, steps=2, spsa_samples=4)]
+    attacked = []  # (attack name, the images it was given)
+    real_run_attack = attacks.run_attack
+
+    def spy(model, x, y, spec, **kwargs):
+        attacked.append((spec.name, np.array(x)))
+        return real_run_attack(model, x, y, spec, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attacks, "run_attack", spy)
+        report, classifier, _ = evaluation.evaluate(
+            make_dense_encoder(), train=train, test=(x_test, y_test), num_classes=NUM_CLASSES,
+            attack_specs=specs, epochs=15, batch_size=32, regularizer_steps=2,
+            sanity_checks=False, subset_examples=SUBSET,
+        )
+    return report, classifier, (x_test, y_test), attacked
+
+
+def test_subset_attacks_run_on_the_first_examples_only(subset_run):
+    report, classifier, (x, y), attacked = subset_run
+    assert evaluation.SUBSET_ATTACKS == ("cw_l2", "spsa")
+    assert [name for name, _ in attacked] == ["fgsm", "cw_l2", "spsa"]
+    for name, images in attacked:
+        expected = x[:SUBSET] if name in evaluation.SUBSET_ATTACKS else x
+        np.testing.assert_array_equal(images, expected)
+
+    rows = {row["name"]: row for row in report["attacks"]}
+    assert report["num_examples"] == len(x)
+    assert rows["fgsm"]["num_examples"] == len(x)
+    assert rows["fgsm"]["clean_accuracy"] == report["clean_accuracy"]
+    subset_clean = attacks.clean_accuracy(classifier, x[:SUBSET], y[:SUBSET])
+    assert subset_clean != report["clean_accuracy"]  # the test can tell them apart
+    for name in evaluation.SUBSET_ATTACKS:
+        row = rows[name]
+        assert row["num_examples"] == SUBSET
+        assert row["clean_accuracy"] == pytest.approx(subset_clean)
+        assert row["clean_loss"] == pytest.approx(downstream.cross_entropy(classifier, x[:SUBSET],
+                                                                           y[:SUBSET]), rel=1e-5)
+        assert 0.0 <= row["robust_accuracy"] <= row["clean_accuracy"]
+    # R is measured on every example; the bound of a subset row uses that row's examples.
+    assert all(r["num_examples"] == len(x) for r in report["robustness"])
+    bound = {b["attack"]: b for b in report["bound"]}
+    assert bound["cw_l2"]["num_examples"] == SUBSET and bound["fgsm"]["num_examples"] == len(x)
+    assert bound["cw_l2"]["clean_loss"] == rows["cw_l2"]["clean_loss"]
+    assert json.loads(json.dumps(report)) == report
+
+
+def test_card_metrics_take_each_rows_own_clean_accuracy(subset_run):
+    report = subset_run[0]
+    metrics = export.card_metrics(report)
+    for item, row in zip(metrics, report["attacks"]):
+        assert item["num_examples"] == row["num_examples"]
+        assert item["clean_accuracy"] == row["clean_accuracy"]
+        assert item["clean_loss"] == row["clean_loss"]
+        assert not {"clean_accuracy", "clean_loss", "num_examples"} & set(item["attack"])
+        assert attacks.AttackSpec.from_dict(item["attack"]).to_dict() == item["attack"]
+    assert metrics[1]["clean_accuracy"] != report["clean_accuracy"]
+
+
+def test_reports_show_the_subset_rows(subset_run, tmp_path):
+    report = subset_run[0]
+    reports.write_report(report, str(tmp_path))
+    markdown = (tmp_path / "report.md").read_text()
+    for row in report["attacks"]:
+        assert (f"| {row['clean_accuracy']:.4f} | {row['robust_accuracy']:.4f} "
+                f"| {row['adversarial_loss']:.4f} | {row['num_examples']} |") in markdown
+    assert f"first test examples only (costly attacks): cw_l2 ({SUBSET}), spsa ({SUBSET})" in markdown
+    assert (tmp_path / "robust_accuracy.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_subset_larger_than_the_test_set_attacks_all(problem):
+    train, test = problem
+    report, _, _ = evaluation.evaluate(
+        make_dense_encoder(), train=train, test=test, num_classes=NUM_CLASSES,
+        attack_specs=[attacks.make_attack("spsa", epsilon=0.1, steps=1, spsa_samples=2)],
+        epochs=2, batch_size=32, regularizer_steps=1, sanity_checks=False, subset_examples=1000,
+    )
+    assert report["attacks"][0]["num_examples"] == len(test[0])
+    assert "first test examples only" not in reports.to_markdown(report)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "10", True])
+def test_subset_examples_must_be_a_positive_integer(problem, value):
+    train, test = problem
+    with pytest.raises(ValueError, match="subset_examples must be a positive integer"):
+        evaluation.evaluate(make_dense_encoder(), train=train, test=test,
+                            num_classes=NUM_CLASSES, attack_specs=[], subset_examples=value)
 
 
 # --- sanity checks against false robustness -----------------------------------------------

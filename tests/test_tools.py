@@ -71,7 +71,8 @@ def test_evaluate_writes_the_report(files, tmp_path):
         "tools.evaluate", f"--encoder={files['encoder']}", f"--dataset={files['dataset']}",
         "--task=labels", "--head=linear", "--attacks=pgd_linf,fgsm", "--epsilons=0.1,0.2,0.3",
         "--steps=3", "--num_examples=40", "--train_examples=120", "--epochs=5",
-        "--batch_size=64", "--nosanity_checks", f"--output_dir={out}", zoo_dir=files["zoo"],
+        "--batch_size=64", "--nosanity_checks", "--subset_examples=5", f"--output_dir={out}",
+        zoo_dir=files["zoo"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["report.json", "report.md", "robust_accuracy.png"]
@@ -91,7 +92,7 @@ def test_evaluate_writes_the_report(files, tmp_path):
         assert isinstance(row["epsilon"], float) and isinstance(row["steps"], int)
         assert isinstance(row["robust_accuracy"], float)
         assert 0 <= row["robust_accuracy"] <= report["clean_accuracy"]
-        assert row["num_examples"] == 40
+        assert row["num_examples"] == 40  # --subset_examples only limits cw_l2 and spsa
     assert [(r["norm"], r["epsilon"]) for r in report["robustness"]] == [
         ("inf", 0.1), ("inf", 0.2), ("inf", 0.3)]
     assert all(isinstance(r["R"], float) for r in report["robustness"])
@@ -177,6 +178,83 @@ def test_pretrain_trains_tarrl_and_simclr_and_prints_them_side_by_side(files, tm
         row = next((line for line in lines if line.startswith(f"| {label}")), None)
         assert row is not None, label
         assert row.count("|") == 4, row  # label + one column per run
+
+
+# --- benchmarks/reproduce.py --reevaluate --------------------------------------------------
+
+
+def test_reproduce_reevaluate_replaces_the_zoo_entry(files, tmp_path):
+    """Re-evaluates a published entry without training: new metrics and head, old facts."""
+    from tarrl_tf import export  # Only this test writes zoo entries.
+
+    name = "tiny_cnn_tarrl_linf01"
+    datasets = tmp_path / "datasets"
+    (datasets / "tiny").mkdir(parents=True)
+    (datasets / "tiny" / "tiny.npz").write_bytes((files["root"] / "tiny.npz").read_bytes())
+    zoo_dir = tmp_path / "zoo"
+    facts = dict(
+        dataset="tiny", architecture="small_cnn", method="tarrl",
+        regularizer={"estimator": "pgd", "steps": 1, "weight": 1.0},
+        threat_model={"norm": "linf", "epsilon": 0.1},
+        training={"epochs": 3, "batch_size": 32, "wall_clock_seconds": 12.0,
+                  "command": f"python benchmarks/reproduce.py --row={name}"},
+        notes="trained before the re-evaluation")
+    old_metrics = [{"head": "linear", "clean_accuracy": 0.5, "robust_accuracy": 0.25,
+                    "num_examples": 60, "attack": {"name": "fgsm", "norm": "linf", "epsilon": 0.1}}]
+    encoder = keras.models.load_model(files["encoder"])
+    export.create_zoo_entry(encoder, name=name, metrics=old_metrics, zoo_dir=zoo_dir, **facts)
+    row = {"name": name, "method": "tarrl", "dataset": "tiny", "architecture": "small_cnn",
+           "epochs": 3, "batch_size": 32, "learning_rate": 0.001,
+           "threat_model": {"norm": "inf", "epsilon": 0.1},
+           "evaluation": {"tasks": ["labels"], "attacks": ["fgsm", "spsa"], "epsilons": [0.1],
+                          "attack_steps": 2, "num_examples": 20, "head_epochs": 3,
+                          "spsa_examples": 4, "subset_examples": 5}}
+    unpublished = {**row, "name": "tiny_cnn_simclr", "method": "simclr"}
+    experiments = tmp_path / "experiments.json"
+    experiments.write_text(json.dumps({"rows": [row, unpublished]}))
+    out = tmp_path / "runs"
+
+    def reproduce(row_name):
+        return subprocess.run(
+            [sys.executable, "benchmarks/reproduce.py", f"--row={row_name}", "--reevaluate",
+             f"--experiments={experiments}", f"--datasets_dir={datasets}",
+             f"--zoo_dir={zoo_dir}", f"--output_dir={out}"],
+            cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
+            text=True, timeout=300,
+        )
+
+    manifest = (zoo_dir / zoo.MANIFEST_FILENAME).read_bytes()
+    result = reproduce("tiny_cnn_simclr")
+    assert result.returncode != 0
+    assert "Unknown zoo model 'tiny_cnn_simclr'" in result.stderr.strip().splitlines()[-1]
+    assert (zoo_dir / zoo.MANIFEST_FILENAME).read_bytes() == manifest
+
+    result = reproduce(name)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Replaced {zoo_dir / name}" in result.stdout
+    assert not (out / name / "encoder.keras").exists()  # nothing was trained
+    report = json.loads((out / name / "labels" / "report.json").read_text())
+    assert report["reevaluated_zoo_entry"] == name and report["pretraining_seconds"] == 12.0
+    rows = {r["name"]: r for r in report["attacks"]}
+    assert rows["fgsm"]["num_examples"] == 20 and rows["spsa"]["num_examples"] == 5
+
+    zoo.verify(name, zoo_dir=zoo_dir)
+    card = zoo.info(name, zoo_dir=zoo_dir)
+    for key in ("dataset", "architecture", "method", "regularizer", "threat_model", "notes"):
+        assert card[key] == facts[key], key
+    assert card["training"] == {**facts["training"], "evaluation_command":
+                                f"python benchmarks/reproduce.py --row={name} --reevaluate"}
+    assert [(m["attack"]["name"], m["num_examples"]) for m in card["metrics"]] == [
+        ("fgsm", 20), ("spsa", 5)]
+    for metric, row in zip(card["metrics"], report["attacks"]):
+        assert metric["clean_accuracy"] == row["clean_accuracy"]
+        assert metric["robust_accuracy"] == row["robust_accuracy"]
+    assert card["serving"]["head"] == "linear"  # the new head is shipped
+    assert zoo.load_head(name, zoo_dir=zoo_dir).output_shape == (None, NUM_CLASSES)
+    images = np.random.default_rng(1).random((2, *IMAGE_SHAPE), dtype=np.float32)
+    np.testing.assert_allclose(zoo.load(name, zoo_dir=zoo_dir)(images), encoder(images),
+                               atol=1e-6)
+    assert sorted(p.name for p in zoo_dir.iterdir()) == sorted([name, zoo.MANIFEST_FILENAME])
 
 
 # --- tarrl_tf.pretraining -----------------------------------------------------------------

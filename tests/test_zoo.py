@@ -392,6 +392,120 @@ def test_create_zoo_entry_in_an_empty_directory(tmp_path):
     )
 
 
+def _tree(path):
+    """`{relative path: bytes}` of every file under `path`."""
+    path = pathlib.Path(path)
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def _new_metrics(robust):
+    return [{**_facts()["metrics"][0], "clean_accuracy": 0.875, "robust_accuracy": robust}]
+
+
+def test_replace_swaps_an_entry(zoo_copy):
+    old_card = zoo.info(WITH_HEAD, zoo_dir=zoo_copy)
+    other = _tree(zoo_copy / NO_HEAD)
+    encoder, _ = _tiny_models(seed=2)
+    training = {**_facts()["training"], "evaluation_command": "reproduce.py --reevaluate"}
+    # The new entry ships no head: the old head.keras must not linger.
+    export.create_zoo_entry(encoder, name=WITH_HEAD, zoo_dir=zoo_copy, replace=True,
+                            **_facts(metrics=_new_metrics(0.75), training=training))
+
+    assert zoo.list(zoo_dir=zoo_copy) == sorted([WITH_HEAD, NO_HEAD])
+    report = zoo.verify(WITH_HEAD, zoo_dir=zoo_copy)  # every checksum and load agrees
+    card = zoo.info(WITH_HEAD, zoo_dir=zoo_copy)
+    assert card["metrics"][0]["robust_accuracy"] == 0.75
+    assert card["metrics"][0]["clean_accuracy"] == 0.875
+    assert card["training"]["evaluation_command"] == "reproduce.py --reevaluate"
+    assert zoo.HEAD_FILENAME not in card["files"] and "head" not in card["serving"]
+    assert not (zoo_copy / WITH_HEAD / zoo.HEAD_FILENAME).exists()
+    assert card["files"][zoo.ENCODER_FILENAME] != old_card["files"][zoo.ENCODER_FILENAME]
+    assert report["files"] == len(card["files"]) + 1
+    images = np.random.default_rng(3).random((2, H, W, C), dtype=np.float32)
+    np.testing.assert_allclose(zoo.load(WITH_HEAD, zoo_dir=zoo_copy)(images), encoder(images),
+                               atol=1e-6)
+    assert _tree(zoo_copy / NO_HEAD) == other
+    zoo.verify(NO_HEAD, zoo_dir=zoo_copy)
+    assert sorted(p.name for p in zoo_copy.iterdir()) == sorted(
+        [WITH_HEAD, NO_HEAD, zoo.MANIFEST_FILENAME])  # nothing hidden left behind
+
+
+def _rename_failing(monkeypatch, when):
+    """Makes `os.rename` fail when `when(src, dst)`; returns the list of renames done."""
+    real_rename = os.rename
+    done = []
+
+    def rename(src, dst):
+        src, dst = pathlib.Path(src), pathlib.Path(dst)
+        if when(src, dst):
+            raise OSError("simulated crash while swapping the entry")
+        done.append((src, dst))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    return done
+
+
+def test_failed_replace_leaves_the_old_entry(zoo_copy, monkeypatch):
+    before = _snapshot(zoo_copy)
+    entry = _tree(zoo_copy / WITH_HEAD)
+    encoder, head = _tiny_models(seed=2)
+    facts = _facts(metrics=_new_metrics(0.75))
+
+    def unchanged():
+        assert _snapshot(zoo_copy) == before  # no hidden folder, same manifest bytes
+        assert _tree(zoo_copy / WITH_HEAD) == entry
+
+    with pytest.raises(ValueError, match="epsilon"):  # an invalid card
+        export.create_zoo_entry(
+            encoder, name=WITH_HEAD, zoo_dir=zoo_copy, replace=True,
+            **_facts(threat_model={"norm": "linf", "epsilon": "8/255"}))
+    unchanged()
+
+    final = zoo_copy / WITH_HEAD
+    crashes = {
+        "moving the old entry aside": lambda src, dst: src == final,
+        "moving the new entry in": lambda src, dst: dst == final and src.name.startswith(".tmp-"),
+    }
+    for where, when in crashes.items():
+        done = _rename_failing(monkeypatch, when)
+        with pytest.raises(OSError, match="simulated crash"):
+            export.create_zoo_entry(encoder, name=WITH_HEAD, head=head, head_name="linear_probe",
+                                    zoo_dir=zoo_copy, replace=True, **facts)
+        monkeypatch.undo()
+        unchanged()
+        swaps = [(src, dst) for src, dst in done if final in (src, dst)]
+        if where == "moving the new entry in":  # the old entry had been moved aside, and back
+            aside = swaps[0][1]
+            assert aside.parent.name.startswith(".old-")
+            assert swaps == [(final, aside), (aside, final)]
+        else:
+            assert swaps == []
+
+    real_replace = os.replace
+
+    def crash_replacing_manifest(src, dst, *args, **kwargs):
+        if str(dst).endswith(zoo.MANIFEST_FILENAME):
+            raise OSError("simulated crash while replacing the manifest")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", crash_replacing_manifest)
+    with pytest.raises(OSError, match="simulated crash"):
+        export.create_zoo_entry(encoder, name=WITH_HEAD, zoo_dir=zoo_copy, replace=True, **facts)
+    monkeypatch.undo()
+    unchanged()
+    zoo.verify(WITH_HEAD, zoo_dir=zoo_copy)
+
+
+def test_replace_of_a_missing_entry_creates_it(zoo_copy):
+    encoder, _ = _tiny_models(seed=2)
+    export.create_zoo_entry(encoder, name="tiny_new", zoo_dir=zoo_copy, replace=True, **_facts())
+    assert zoo.list(zoo_dir=zoo_copy) == sorted([WITH_HEAD, NO_HEAD, "tiny_new"])
+    zoo.verify("tiny_new", zoo_dir=zoo_copy)
+    with pytest.raises(ValueError, match="already exists.*replace=True"):
+        export.create_zoo_entry(encoder, name="tiny_new", zoo_dir=zoo_copy, **_facts())
+
+
 # --------------------------------------------------------------------------- tools/zoo.py
 
 

@@ -7,6 +7,9 @@ Examples:
     python -m tools.evaluate --encoder=mnist_cnn_tarrl_linf03 \
         --dataset=npz:../shared/datasets/mnist/mnist.npz --task=parity --head=linear \
         --attacks=pgd_linf,fgsm --epsilons=0.1,0.2,0.3 --output_dir=out/
+    python -m tools.evaluate --encoder=mnist_cnn_tarrl_linf03 \
+        --dataset=npz:../shared/datasets/mnist/mnist.npz --attacks=pgd_l2,cw_l2 \
+        --epsilons=1.0,2.0 --num_examples=500 --subset_examples=100 --output_dir=out/
 """
 
 import os
@@ -28,6 +31,9 @@ flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "Radii of the attacks.")
 flags.DEFINE_list("l2_epsilons", None, "Radii of L2 attacks (default: --epsilons).")
 flags.DEFINE_integer("steps", None, "Attack iterations (default: each attack's own).")
 flags.DEFINE_integer("num_examples", 1000, "Test examples to attack.")
+flags.DEFINE_integer("subset_examples", None,
+                     "Attack only the first N test examples with the costly attacks "
+                     f"{list(evaluation.SUBSET_ATTACKS)} (default: all).", lower_bound=1)
 flags.DEFINE_integer("train_examples", None, "Training examples for the head (default: all).")
 flags.DEFINE_integer("epochs", 30, "Head training epochs.")
 flags.DEFINE_integer("batch_size", 256, "Batch size of head training and attacks.")
@@ -50,7 +56,7 @@ def main(argv):
         attack_specs=specs, num_examples=FLAGS.num_examples, train_examples=FLAGS.train_examples,
         data_dir=FLAGS.data_dir, head=FLAGS.head, fine_tune=FLAGS.fine_tune, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, regularizer_steps=FLAGS.regularizer_steps,
-        sanity_checks=FLAGS.sanity_checks, seed=FLAGS.seed,
+        sanity_checks=FLAGS.sanity_checks, subset_examples=FLAGS.subset_examples, seed=FLAGS.seed,
         verbose=True,
     )
     paths = reports.write_report(report, FLAGS.output_dir)
