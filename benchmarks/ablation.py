@@ -1,15 +1,18 @@
-"""Small ablations of the regularizer on an MNIST subset: estimator, divergence, weight.
+r"""Small ablations of the regularizer on an MNIST subset: estimator, divergence, weight, seed.
 
 Each configuration pretrains a small CNN (SimCLR + weight * R) on the first
 --train_examples MNIST images, trains a plain linear probe on 10,000 labelled
-training images, and attacks it with PGD-20 (L-inf, random start) at eps 0.1,
-0.2 and 0.3 on the first 500 test images. One JSON line per configuration is
-appended to --output (and printed).
+training images, and attacks it with PGD-20 (random start; L-inf, or L2 with
+--eval_norm=2) at each of --eval_epsilons on the first 500 test images. One
+JSON line per configuration, with every setting, is appended to --output (and
+printed); `benchmarks/results_table.py` turns the lines into tables and figures.
 
 Examples:
     python benchmarks/ablation.py --name=simclr --weight=0
     python benchmarks/ablation.py --name=tarrl_rel_w1 --weight=1 --divergence=relative_l2
-    python benchmarks/ablation.py --name=tarrl_w5 --weight=5 --divergence=squared_l2
+    python benchmarks/ablation.py --name=tarrl_rel_w1_s1 --weight=1 --divergence=relative_l2 --seed=1
+    python benchmarks/ablation.py --name=tarrl_rel_w1_l2 --weight=1 --divergence=relative_l2 \
+        --norm=2 --epsilon=2 --eval_norm=2 --eval_epsilons=1,2,3
 """
 
 import os
@@ -21,41 +24,54 @@ import pathlib
 
 from absl import app, flags
 
-from tarrl_tf import attacks, data, evaluation, pretraining
+from tarrl_tf import attacks, data, divergences, evaluation, pretraining
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+EVAL_ATTACKS = {"inf": "pgd_linf", "2": "pgd_l2"}
+EVAL_STEPS = 20
+EVAL_EXAMPLES = 500
+PROBE_TRAIN_EXAMPLES = 10000
+
 flags.DEFINE_string("name", None, "Name of the configuration.", required=True)
 flags.DEFINE_string("dataset", f"npz:{REPO.parent / 'shared' / 'datasets' / 'mnist' / 'mnist.npz'}",
                     "Data source.")
+flags.DEFINE_integer("seed", 0, "Seed of the encoder's initialization and of pretraining.")
 flags.DEFINE_float("weight", 0.0, "Regularizer weight (0: plain SimCLR).")
 flags.DEFINE_enum("estimator", "pgd", sorted(pretraining.ESTIMATORS), "Estimator.")
 flags.DEFINE_integer("steps", 3, "PGD steps / power iterations.")
-flags.DEFINE_float("epsilon", 0.3, "Training radius (L-inf).")
-flags.DEFINE_enum("divergence", "squared_l2", ["squared_l2", "kl", "relative_l2"], "Divergence.")
+flags.DEFINE_enum("norm", "inf", ["inf", "2"], "Norm of the training threat model.")
+flags.DEFINE_float("epsilon", 0.3, "Training radius (in --norm).")
+flags.DEFINE_string("divergence", "squared_l2", "Any name tarrl_tf.divergences.get accepts.")
 flags.DEFINE_integer("train_examples", 8000, "Pretraining images.")
 flags.DEFINE_integer("epochs", 8, "Pretraining epochs.")
 flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (cosine decay).")
 flags.DEFINE_integer("warmup_epochs", 2, "Epsilon and weight warm-up epochs.")
 flags.DEFINE_integer("width", 32, "small_cnn width.")
+flags.DEFINE_list("eval_epsilons", ["0.1", "0.2", "0.3"], "Radii of the evaluation attack.")
+flags.DEFINE_enum("eval_norm", "inf", list(EVAL_ATTACKS), "Norm of the evaluation attack.")
 flags.DEFINE_string("output", str(REPO / "runs" / "ablation.jsonl"), "JSON lines output.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
+    divergences.get(FLAGS.divergence)  # An unknown name fails now, not after loading the data.
+    eval_attack = EVAL_ATTACKS[FLAGS.eval_norm]
+    specs = [attacks.make_attack(eval_attack, epsilon=float(e), steps=EVAL_STEPS)
+             for e in FLAGS.eval_epsilons]
     x, _ = data.load_arrays(FLAGS.dataset, "train", max_examples=FLAGS.train_examples)
-    encoder = pretraining.make_encoder(x.shape[1:], width=FLAGS.width, seed=0)
-    regularizer = pretraining.make_regularizer(FLAGS.estimator, epsilon=FLAGS.epsilon,
+    encoder = pretraining.make_encoder(x.shape[1:], width=FLAGS.width, seed=FLAGS.seed)
+    regularizer = pretraining.make_regularizer(FLAGS.estimator, epsilon=FLAGS.epsilon, norm=FLAGS.norm,
                                                steps=FLAGS.steps, divergence=FLAGS.divergence)
     _, history, seconds = pretraining.pretrain(
         encoder, x, regularizer=regularizer, weight=FLAGS.weight, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        warmup_epochs=FLAGS.warmup_epochs, verbose=0)
-    specs = [attacks.make_attack("pgd_linf", epsilon=e, steps=20) for e in (0.1, 0.2, 0.3)]
+        warmup_epochs=FLAGS.warmup_epochs, seed=FLAGS.seed, verbose=0)
+    # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
     report, _, _ = evaluation.evaluate_on_dataset(
         encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, attack_specs=specs,
-        num_examples=500, train_examples=10000, sanity_checks=False)
+        num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES, sanity_checks=False)
     line = {
         "name": FLAGS.name, "weight": FLAGS.weight, "estimator": FLAGS.estimator,
         "steps": FLAGS.steps, "divergence": FLAGS.divergence, "seconds": round(seconds),
@@ -64,6 +80,12 @@ def main(argv):
         "R_squared_l2": {str(r["epsilon"]): r["R"] for r in report["robustness"]},
         "final_ssl_loss": history["ssl_loss"][-1],
         "final_training_robustness": history.get("robustness", [0.0])[-1],
+        "seed": FLAGS.seed, "norm": FLAGS.norm, "epsilon": FLAGS.epsilon,
+        "warmup_epochs": FLAGS.warmup_epochs, "train_examples": len(x), "epochs": FLAGS.epochs,
+        "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate, "width": FLAGS.width,
+        "dataset": data.info(FLAGS.dataset).name, "eval_attack": eval_attack,
+        "eval_steps": EVAL_STEPS, "eval_examples": report["num_examples"],
+        "probe_train_examples": report["num_train_examples"],
     }
     print(json.dumps(line))
     pathlib.Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
