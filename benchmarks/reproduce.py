@@ -83,6 +83,7 @@ def train(row, images, labels, run_dir):
         model, history, seconds = pretraining.pretrain(
             encoder, images, regularizer=regularizer, weight=weight,
             batch_size=row["batch_size"], warmup_epochs=reg.get("warmup_epochs", 0),
+            regularize_on=reg.get("regularize_on", "images"),
             seed=row.get("seed", 0), **fit)
         return encoder, history, seconds
     teacher = None

@@ -49,12 +49,14 @@ SWEEP_ATTACKS = ("pgd_linf", "pgd_l2")
 # Lines written before ablation.py recorded these ran with its values of that time
 # (RESULTS.md's ablation setup).
 OLD_LINE_SETTINGS = {
-    "seed": 0, "norm": "inf", "epsilon": 0.3, "warmup_epochs": 2, "train_examples": 8000,
+    "seed": 0, "norm": "inf", "epsilon": 0.3, "warmup_epochs": 2, "regularize_on": "views",
+    "train_examples": 8000,
     "epochs": 8, "batch_size": 256, "learning_rate": 0.002, "width": 32, "dataset": "mnist",
     "eval_attack": "pgd_linf", "eval_steps": 20, "eval_examples": 500,
     "probe_train_examples": 10000,
 }
-REGULARIZER_SETTINGS = ("divergence", "estimator", "steps", "norm", "epsilon", "warmup_epochs")
+REGULARIZER_SETTINGS = ("divergence", "estimator", "steps", "norm", "epsilon", "warmup_epochs",
+                        "regularize_on")
 BUDGET_SETTINGS = ("dataset", "train_examples", "epochs", "batch_size", "learning_rate", "width",
                    "seed")
 EVALUATION_SETTINGS = ("eval_attack", "eval_steps", "eval_examples", "probe_train_examples",
@@ -240,7 +242,7 @@ def weight_sweeps(lines):
 
 def _regularizer_text(s):
     return (f"{s['divergence']}, {s['estimator']}-{s['steps']} at L{s['norm']} {s['epsilon']:g}, "
-            f"warm-up {s['warmup_epochs']} epochs")
+            f"warm-up {s['warmup_epochs']} epochs, on {s['regularize_on']}")
 
 
 def _budget_text(s):

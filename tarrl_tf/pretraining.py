@@ -69,6 +69,7 @@ def pretrain(
     batch_size=256,
     learning_rate=1e-3,
     warmup_epochs=0,
+    regularize_on="images",
     seed=0,
     backup_dir=None,
     verbose=1,
@@ -85,6 +86,7 @@ def pretrain(
         batch_size: images per step.
         learning_rate: Adam's learning rate (cosine-decayed to 0).
         warmup_epochs: epochs over which epsilon and weight ramp up.
+        regularize_on: `"images"` or `"views"` (see `TARRLModel`).
         seed: seed for views, random starts and shuffling.
         backup_dir: see `fit_model`.
         verbose: Keras verbosity.
@@ -98,7 +100,8 @@ def pretrain(
     warmup_steps = warmup_epochs * steps_per_epoch
     model = TARRLModel(
         encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
-        epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps, seed=seed,
+        epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
+        regularize_on=regularize_on, seed=seed,
     )
     history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
                                  learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)

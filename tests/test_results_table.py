@@ -209,7 +209,7 @@ def test_weight_sweeps_include_simclr_of_the_same_budget_and_seed(lines):
     assert sweeps == [["simclr", "tarrl_relative_l2_w1", "tarrl_relative_l2_w5"],
                       ["simclr_s1", "tarrl_relative_l2_w1_s1", "tarrl_relative_l2_w2_s1"]]
     markdown = "\n".join(results_table.ablation_sections(lines))
-    rows = _rows(markdown, "### Weight sweep: relative_l2, pgd-3 at Linf 0.3, warm-up 2 epochs; "
+    rows = _rows(markdown, "### Weight sweep: relative_l2, pgd-3 at Linf 0.3, warm-up 2 epochs, on views; "
                            "mnist, 8000 images x 8 epochs, seed 1")
     assert [row[:3] for row in rows[1:]] == [["0", "simclr_s1", "0.970"],
                                             ["1", "tarrl_relative_l2_w1_s1", "0.960"],

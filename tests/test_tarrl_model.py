@@ -158,6 +158,7 @@ def test_bad_images_raise_value_error(images, make_cnn, bad, message):
     (dict(regularizer=None, weight=1.0), "needs a regularizer"),
     (dict(regularizer="pgd"), "regularizer must be"),
     (dict(epsilon_warmup_steps=-1), "epsilon_warmup_steps"),
+    (dict(regularize_on="crops"), "regularize_on"),
 ])
 def test_bad_settings_raise_value_error(make_cnn, kwargs, message):
     kwargs.setdefault("regularizer", regularizers.PGD(epsilon=0.1))
@@ -209,3 +210,22 @@ def test_regularized_fraction_estimates_r_on_part_of_the_batch(images, make_cnn)
     assert int(spy.batch.numpy()) == 4
     with pytest.raises(ValueError, match="regularized_fraction"):
         _model(make_cnn(), regularized_fraction=0.0)
+
+
+@pytest.mark.parametrize("regularize_on", ["images", "views"])
+def test_r_is_estimated_on_the_images_or_on_the_first_view(images, make_cnn, regularize_on):
+    class Spy(regularizers.PGD):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seen = tf.Variable(tf.zeros(images.shape))
+
+        def perturb(self, encoder, x, **kwargs):
+            self.seen.assign(x)
+            return super().perturb(encoder, x, **kwargs)
+
+    spy = Spy(epsilon=0.1, steps=1)
+    model = _model(make_cnn(), regularizer=spy, regularize_on=regularize_on)
+    model.fit(_dataset(images, 16), verbose=0)
+    assert model.get_config()["regularize_on"] == regularize_on
+    # The views are cropped and jittered, so they never equal the images.
+    assert np.array_equal(spy.seen.numpy(), images) == (regularize_on == "images")
