@@ -3,10 +3,12 @@
 None of them can be satisfied by shrinking the representation (the "scale
 trap" of ../METHOD.md): they measure it after L2 normalization, through a
 distribution of fixed temperature, or relative to its spread over the batch.
-The last also closes the trap's local form, where every representation
-crowds into a small cap of the sphere around a common direction: small
-shifts then look small to a normalized distance, but so do the distances
-between classes. Each returns one value per example, shape `[batch]`.
+The relative ones also close the trap's local form, where every
+representation crowds into a small cap of the sphere around a common
+direction: small shifts then look small to a normalized distance, but so do
+the distances between classes. `normalized_relative_l2` closes both at once,
+and its spread, taken on the sphere, cannot be inflated by a few far-away
+representations. Each returns one value per example, shape `[batch]`.
 """
 
 import keras
@@ -45,6 +47,21 @@ def relative_squared_l2(z_clean, z_perturbed):
     return tf.reduce_sum(tf.square(z - z_p), axis=-1) / (spread + 1e-12)
 
 
+def normalized_relative_squared_l2(z_clean, z_perturbed):
+    """`||n(z) - n(z')||^2 / mean_batch ||n(z) - mean(n(z))||^2`, with `n` the L2 normalization.
+
+    The normalized shift relative to the normalized batch's spread, which is
+    `1 - ||mean(n(z))||^2`: at most 1 (representations spread over the
+    sphere), near 0 when they crowd into a cap. About 2 for two unrelated
+    inputs, like `relative_squared_l2`, but the encoder cannot lower it by
+    pushing a few representations far out: only directions count.
+    """
+    n, n_p = _normalized(z_clean), _normalized(z_perturbed)
+    # Not `1 - ||mean||^2`, which loses a small cap's spread to float32 cancellation.
+    spread = tf.reduce_mean(tf.reduce_sum(tf.square(n - tf.reduce_mean(n, 0)), axis=-1))
+    return tf.reduce_sum(tf.square(n - n_p), axis=-1) / (spread + 1e-12)
+
+
 class Divergence:
     """Base class: a named, serializable `d(z_clean, z_perturbed)` returning `[batch]` values."""
 
@@ -69,6 +86,16 @@ class RelativeSquaredL2(Divergence):
 
     def __call__(self, z_clean, z_perturbed):
         return relative_squared_l2(z_clean, z_perturbed)
+
+
+@keras.saving.register_keras_serializable(package="tarrl_tf")
+class NormalizedRelativeSquaredL2(Divergence):
+    """Squared L2 shift of normalized representations relative to their spread over the batch."""
+
+    name = "normalized_relative_l2"
+
+    def __call__(self, z_clean, z_perturbed):
+        return normalized_relative_squared_l2(z_clean, z_perturbed)
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -108,11 +135,13 @@ class SoftmaxKL(Divergence):
         return {"temperature": self.temperature}
 
 
-_BY_NAME = {cls.name: cls for cls in (SquaredL2, SoftmaxKL, RelativeSquaredL2)}
+_BY_NAME = {cls.name: cls for cls in (SquaredL2, SoftmaxKL, RelativeSquaredL2,
+                                        NormalizedRelativeSquaredL2)}
+NAMES = tuple(sorted(_BY_NAME))
 
 
 def get(divergence):
-    """A divergence object from a name (`"squared_l2"`, `"kl"`, `"relative_l2"`), or passed through."""
+    """A divergence object from a name (one of `NAMES`), a config, or passed through."""
     if isinstance(divergence, str):
         return _BY_NAME[check_choice(divergence, _BY_NAME, name="divergence")]()
     if isinstance(divergence, dict):
