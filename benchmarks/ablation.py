@@ -48,6 +48,7 @@ flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (cosine decay).")
 flags.DEFINE_enum("regularize_on", "images", ["images", "views"],
                   "Estimate R on the images or on the first augmented view.")
+flags.DEFINE_float("regularized_fraction", 1.0, "Part of each batch R is estimated on.")
 flags.DEFINE_integer("warmup_epochs", 2, "Epsilon and weight warm-up epochs.")
 flags.DEFINE_integer("width", 32, "small_cnn width.")
 flags.DEFINE_list("eval_epsilons", ["0.1", "0.2", "0.3"], "Radii of the evaluation attack.")
@@ -69,8 +70,8 @@ def main(argv):
     _, history, seconds = pretraining.pretrain(
         encoder, x, regularizer=regularizer, weight=FLAGS.weight, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        warmup_epochs=FLAGS.warmup_epochs, regularize_on=FLAGS.regularize_on, seed=FLAGS.seed,
-        verbose=0)
+        warmup_epochs=FLAGS.warmup_epochs, regularize_on=FLAGS.regularize_on,
+        regularized_fraction=FLAGS.regularized_fraction, seed=FLAGS.seed, verbose=0)
     # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
     report, _, _ = evaluation.evaluate_on_dataset(
         encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, attack_specs=specs,
@@ -85,6 +86,7 @@ def main(argv):
         "final_training_robustness": history.get("robustness", [0.0])[-1],
         "seed": FLAGS.seed, "norm": FLAGS.norm, "epsilon": FLAGS.epsilon,
         "warmup_epochs": FLAGS.warmup_epochs, "regularize_on": FLAGS.regularize_on,
+        "regularized_fraction": FLAGS.regularized_fraction,
         "train_examples": len(x), "epochs": FLAGS.epochs,
         "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate, "width": FLAGS.width,
         "dataset": data.info(FLAGS.dataset).name, "eval_attack": eval_attack,

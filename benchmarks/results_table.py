@@ -50,13 +50,14 @@ SWEEP_ATTACKS = ("pgd_linf", "pgd_l2")
 # (RESULTS.md's ablation setup).
 OLD_LINE_SETTINGS = {
     "seed": 0, "norm": "inf", "epsilon": 0.3, "warmup_epochs": 2, "regularize_on": "views",
+    "regularized_fraction": 1.0,
     "train_examples": 8000,
     "epochs": 8, "batch_size": 256, "learning_rate": 0.002, "width": 32, "dataset": "mnist",
     "eval_attack": "pgd_linf", "eval_steps": 20, "eval_examples": 500,
     "probe_train_examples": 10000,
 }
 REGULARIZER_SETTINGS = ("divergence", "estimator", "steps", "norm", "epsilon", "warmup_epochs",
-                        "regularize_on")
+                        "regularize_on", "regularized_fraction")
 BUDGET_SETTINGS = ("dataset", "train_examples", "epochs", "batch_size", "learning_rate", "width",
                    "seed")
 EVALUATION_SETTINGS = ("eval_attack", "eval_steps", "eval_examples", "probe_train_examples",
@@ -242,7 +243,8 @@ def weight_sweeps(lines):
 
 def _regularizer_text(s):
     return (f"{s['divergence']}, {s['estimator']}-{s['steps']} at L{s['norm']} {s['epsilon']:g}, "
-            f"warm-up {s['warmup_epochs']} epochs, on {s['regularize_on']}")
+            f"warm-up {s['warmup_epochs']} epochs, on {s['regularize_on']}"
+            + (f" ({s['regularized_fraction']:g} of each batch)" if s["regularized_fraction"] < 1 else ""))
 
 
 def _budget_text(s):

@@ -70,6 +70,7 @@ def pretrain(
     learning_rate=1e-3,
     warmup_epochs=0,
     regularize_on="images",
+    regularized_fraction=1.0,
     seed=0,
     backup_dir=None,
     verbose=1,
@@ -87,6 +88,8 @@ def pretrain(
         learning_rate: Adam's learning rate (cosine-decayed to 0).
         warmup_epochs: epochs over which epsilon and weight ramp up.
         regularize_on: `"images"` or `"views"` (see `TARRLModel`).
+        regularized_fraction: the part of each batch `R` is estimated on
+            (see `TARRLModel`).
         seed: seed for views, random starts and shuffling.
         backup_dir: see `fit_model`.
         verbose: Keras verbosity.
@@ -101,7 +104,7 @@ def pretrain(
     model = TARRLModel(
         encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
         epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
-        regularize_on=regularize_on, seed=seed,
+        regularize_on=regularize_on, regularized_fraction=regularized_fraction, seed=seed,
     )
     history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
                                  learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
-from tarrl_tf import data, evaluation, pretraining, reports
+from tarrl_tf import data, divergences, evaluation, pretraining, reports
 
 flags.DEFINE_string("dataset", "digits", "'digits', 'npz:PATH', or a TFDS name.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
@@ -31,8 +31,10 @@ flags.DEFINE_enum("estimator", "pgd", sorted(pretraining.ESTIMATORS), "Regulariz
 flags.DEFINE_enum("norm", "inf", ["inf", "2"], "Threat model norm.")
 flags.DEFINE_float("epsilon", 0.1, "Threat model radius (images in [0, 1]).")
 flags.DEFINE_integer("steps", 5, "PGD steps, or power iterations.")
-flags.DEFINE_enum("divergence", "relative_l2", ["squared_l2", "kl", "relative_l2"],
+flags.DEFINE_enum("divergence", "relative_l2", list(divergences.NAMES),
                   "Divergence d (relative_l2: shift relative to the batch spread).")
+flags.DEFINE_enum("regularize_on", "images", ["images", "views"],
+                  "Estimate R on the batch's images or on the first augmented view.")
 flags.DEFINE_float("weight", 1.0, "Regularizer weight of the TARRL run.")
 flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight ramp up.")
 flags.DEFINE_integer("epochs", 30, "Pretraining epochs.")
@@ -63,7 +65,7 @@ def train_run(name, images, weight):
     model, history, seconds = pretraining.pretrain(
         encoder, images, method=FLAGS.method, regularizer=regularizer, weight=weight,
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        warmup_epochs=FLAGS.warmup_epochs, seed=FLAGS.seed,
+        warmup_epochs=FLAGS.warmup_epochs, regularize_on=FLAGS.regularize_on, seed=FLAGS.seed,
         backup_dir=os.path.join(run_dir, "backup"), verbose=2,
     )
     os.makedirs(run_dir, exist_ok=True)
