@@ -70,7 +70,7 @@ import tensorflow as tf
 
 import tarrl_tf
 from tarrl_tf import checks, zoo
-from tarrl_tf.files import dumps_json, temporary_dir, write_atomic
+from tarrl_tf.files import dumps_json, locked, temporary_dir, write_atomic
 
 SERVING_SIGNATURE = "serving_default"
 MODELS_CONFIG_FILENAME = "models.config"
@@ -556,14 +556,9 @@ def create_zoo_entry(
 
     zoo_root = zoo.resolve_zoo_dir(zoo_dir)
     zoo_root.mkdir(parents=True, exist_ok=True)
-    manifest_path = zoo_root / zoo.MANIFEST_FILENAME
-    manifest = zoo.read_manifest(zoo_root) if manifest_path.exists() else zoo.empty_manifest()
     final = zoo_root / name
-    if not replace and (name in manifest["entries"] or final.exists()):
-        raise ValueError(
-            f"Zoo entry {name!r} already exists in {zoo_root}; pick a new name "
-            "(or pass replace=True to swap it out)"
-        )
+    if not replace:
+        _check_free(zoo_root, name)  # Fail before the export; checked again under the lock.
 
     tmp = pathlib.Path(temporary_dir(zoo_root, prefix=f".tmp-{name}-"))
     aside = None  # A hidden folder holding the old entry while the new one moves in.
@@ -575,13 +570,19 @@ def create_zoo_entry(
         write_model_card(tmp, serving=serving, **facts)
         entry = {"model_card": zoo.MODEL_CARD_FILENAME, "files": zoo.describe_files(tmp)}
         zoo.check_entry_dir(tmp, name=name, entry=entry)
-        if final.exists():
-            aside = pathlib.Path(temporary_dir(zoo_root, prefix=f".old-{name}-"))
-            os.rename(final, aside / name)
-        os.rename(tmp, final)
-        manifest["entries"][name] = entry
-        manifest["entries"] = dict(sorted(manifest["entries"].items()))
-        write_atomic(manifest_path, dumps_json(manifest))
+        # Another process may have published since: the manifest is read, changed
+        # and written under one lock.
+        with locked(zoo_root):
+            manifest = _read_manifest_or_empty(zoo_root)
+            if not replace:
+                _check_free(zoo_root, name)
+            if final.exists():
+                aside = pathlib.Path(temporary_dir(zoo_root, prefix=f".old-{name}-"))
+                os.rename(final, aside / name)
+            os.rename(tmp, final)
+            manifest["entries"][name] = entry
+            manifest["entries"] = dict(sorted(manifest["entries"].items()))
+            write_atomic(zoo_root / zoo.MANIFEST_FILENAME, dumps_json(manifest))
     except BaseException:
         # Undo in reverse order: the new entry out, the old one back in.
         if not tmp.exists() and final.exists():
@@ -595,3 +596,17 @@ def create_zoo_entry(
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
     return final
+
+
+def _read_manifest_or_empty(zoo_root):
+    if (zoo_root / zoo.MANIFEST_FILENAME).exists():
+        return zoo.read_manifest(zoo_root)
+    return zoo.empty_manifest()
+
+
+def _check_free(zoo_root, name):
+    if name in _read_manifest_or_empty(zoo_root)["entries"] or (zoo_root / name).exists():
+        raise ValueError(
+            f"Zoo entry {name!r} already exists in {zoo_root}; pick a new name "
+            "(or pass replace=True to swap it out)"
+        )

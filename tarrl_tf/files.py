@@ -1,8 +1,14 @@
 """Atomic file writes: a reader (or TF Serving, or a crash) never sees half a file."""
 
+import contextlib
 import json
 import os
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent writers are then the caller's concern.
+    fcntl = None
 
 
 def write_atomic(path, content):
@@ -44,3 +50,22 @@ def temporary_dir(parent, prefix):
     os.umask(umask)
     os.chmod(path, 0o777 & ~umask)
     return path
+
+
+@contextlib.contextmanager
+def locked(directory):
+    """Holds an exclusive advisory lock on `directory` while inside.
+
+    For read-modify-write of a shared file in it (the zoo manifest) by
+    several processes: each waits for the one before to finish. The lock is
+    on the folder itself, so no lock file is left behind.
+    """
+    if fcntl is None:
+        yield
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # Closing releases the lock.

@@ -6,13 +6,15 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import textwrap
+import time
 
 import keras
 import numpy as np
 import pytest
 
 import tarrl_tf
-from tarrl_tf import export, zoo
+from tarrl_tf import export, files, zoo
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 H, W, C, D, K = 8, 8, 1, 8, 3
@@ -504,6 +506,45 @@ def test_replace_of_a_missing_entry_creates_it(zoo_copy):
     zoo.verify("tiny_new", zoo_dir=zoo_copy)
     with pytest.raises(ValueError, match="already exists.*replace=True"):
         export.create_zoo_entry(encoder, name="tiny_new", zoo_dir=zoo_copy, **_facts())
+
+
+def test_an_entry_published_meanwhile_stays_in_the_manifest(zoo_copy, monkeypatch):
+    """Another process publishes while this entry is being exported: both end up listed."""
+    real_export = export.export_serving
+    other, _ = _tiny_models(seed=3)
+    pending = ["tiny_meanwhile"]
+
+    def export_while_another_publishes(*args, **kwargs):
+        if pending:
+            export.create_zoo_entry(other, name=pending.pop(), zoo_dir=zoo_copy, **_facts())
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(export, "export_serving", export_while_another_publishes)
+    encoder, _ = _tiny_models(seed=2)
+    export.create_zoo_entry(encoder, name="tiny_new", zoo_dir=zoo_copy, **_facts())
+    assert zoo.list(zoo_dir=zoo_copy) == sorted([WITH_HEAD, NO_HEAD, "tiny_meanwhile", "tiny_new"])
+    for name in ("tiny_meanwhile", "tiny_new"):
+        zoo.verify(name, zoo_dir=zoo_copy)
+
+
+def test_manifest_lock_makes_a_second_process_wait(tmp_path):
+    log = tmp_path / "log"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from tarrl_tf.files import locked
+            with locked({str(tmp_path)!r}):
+                open({str(log)!r}, "a").write("first-in\\n")
+                time.sleep(1.0)
+                open({str(log)!r}, "a").write("first-out\\n")
+        """)])
+    while not log.exists() or not log.read_text():
+        assert holder.poll() is None, "the lock holder died"
+        time.sleep(0.01)
+    with files.locked(tmp_path):
+        log.open("a").write("second\n")
+    assert holder.wait(timeout=60) == 0
+    assert log.read_text().split() == ["first-in", "first-out", "second"]
 
 
 # --------------------------------------------------------------------------- tools/zoo.py
