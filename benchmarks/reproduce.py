@@ -18,6 +18,7 @@ Examples:
     python benchmarks/reproduce.py --row=mnist_cnn_tarrl_linf03 --quick
     python benchmarks/reproduce.py --row=mnist_cnn_simclr --row=mnist_cnn_tarrl_linf03
     python benchmarks/reproduce.py --row=mnist_cnn_tarrl_linf03 --reevaluate
+    python benchmarks/reproduce.py --row=mnist_cnn_tarrl_linf03 --replace
 """
 
 import os
@@ -44,6 +45,8 @@ flags.DEFINE_string("datasets_dir", str(REPO.parent / "shared" / "datasets"),
 flags.DEFINE_string("output_dir", None, "Encoders and reports (default: runs/reproduce[_quick]).")
 flags.DEFINE_string("zoo_dir", None, "Zoo to publish into (default: zoo/; --quick: a temp zoo).")
 flags.DEFINE_boolean("publish", True, "Publish the zoo entry.")
+flags.DEFINE_boolean("replace", False,
+                     "Train anew and replace the row's published entry (default: refuse to).")
 flags.DEFINE_boolean("reevaluate", False,
                      "Re-evaluate the published entry of each --row without training, and "
                      "replace it with the new metrics.")
@@ -68,6 +71,14 @@ def source(dataset):
     return f"npz:{path}"
 
 
+def load_teacher(name):
+    """The teacher row's encoder: from this output folder if it was trained here, else the zoo."""
+    path = pathlib.Path(FLAGS.output_dir) / name / "encoder.keras"
+    if path.exists():
+        return keras.models.load_model(path)
+    return zoo.load(name, zoo_dir=FLAGS.zoo_dir)
+
+
 def train(row, images, labels, run_dir):
     """Trains the row's encoder; returns `(encoder, history, seconds)`."""
     threat, reg = row["threat_model"], row.get("regularizer", {})
@@ -89,7 +100,7 @@ def train(row, images, labels, run_dir):
         return encoder, history, seconds
     teacher = None
     if row["method"] == "deacl":
-        teacher = keras.models.load_model(FLAGS.output_dir + f"/{row['teacher']}/encoder.keras")
+        teacher = load_teacher(row["teacher"])
     model = baselines.build(
         row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
         steps=reg.get("steps", 5), teacher=teacher,
@@ -115,6 +126,8 @@ def prepared(row):
 
 def run(row):
     row = prepared(row)
+    if FLAGS.publish and not FLAGS.replace:
+        check_unpublished(row["name"])  # Before hours of training, not after.
     run_dir = pathlib.Path(FLAGS.output_dir) / row["name"]
     run_dir.mkdir(parents=True, exist_ok=True)
     images, labels = data.load_arrays(source(row["dataset"]), "train",
@@ -136,7 +149,7 @@ def run(row):
                       "train_examples": row.get("train_examples") or 0,
                       "learning_rate": row["learning_rate"], "hardware": "2 CPU cores",
                       "command": f"python benchmarks/reproduce.py --row={row['name']}"},
-            notes=row.get("notes")))
+            notes=row.get("notes")), replace=FLAGS.replace)
     return results
 
 
@@ -206,12 +219,18 @@ def attack_specs(ev, task):
     return specs
 
 
+def check_unpublished(name):
+    target = zoo.resolve_zoo_dir(FLAGS.zoo_dir)
+    if name in zoo.list(zoo_dir=target):
+        raise ValueError(f"zoo entry {name!r} exists in {target}; pass --replace to train it anew "
+                         "or --reevaluate to measure it anew")
+
+
 def publish(row, encoder, head, results, facts, *, replace=False):
     """Writes the zoo entry `row["name"]` with the card `facts` and the results' metrics."""
     target = zoo.resolve_zoo_dir(FLAGS.zoo_dir)
-    if not replace and row["name"] in zoo.list(zoo_dir=target):
-        raise ValueError(f"zoo entry {row['name']!r} exists in {target}; remove it to re-publish "
-                         "or pass --reevaluate")
+    if not replace:
+        check_unpublished(row["name"])
     metrics = [item for report in results.values() for item in export.card_metrics(report)]
     path = export.create_zoo_entry(
         encoder, name=row["name"], metrics=metrics, head=head, head_name="linear",
