@@ -1,4 +1,4 @@
-"""Training-step time of each robustness estimator relative to plain SimCLR.
+"""Training-step time of each robustness estimator, and of ACL and DeACL, relative to plain SimCLR.
 
 Runs every configuration in the same process on the same synthetic batch and
 prints the median step time and its ratio to plain SimCLR (`weight=0`).
@@ -19,7 +19,7 @@ from absl import app, flags
 
 import keras
 import tarrl_tf
-from tarrl_tf import regularizers
+from tarrl_tf import baselines, regularizers
 
 flags.DEFINE_enum("encoder", "small_cnn", ["small_cnn", "cifar_resnet"], "Encoder to time.")
 flags.DEFINE_integer("batch_size", 256, "Images per step.")
@@ -28,26 +28,38 @@ flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
 FLAGS = flags.FLAGS
 
 
-def configurations(epsilon):
+def configurations(encoder_fn, epsilon):
+    """Model factories by name: TARRL's estimators, plain SimCLR, and the robust-SSL baselines."""
+
+    def tarrl(regularizer, fraction=1.0):
+        return lambda: tarrl_tf.TARRLModel(
+            encoder_fn(), regularizer=regularizer, weight=0.0 if regularizer is None else 1.0,
+            regularized_fraction=fraction, seed=0)
+
+    def baseline(name, steps):
+        teacher = {"teacher": encoder_fn()} if name == "deacl" else {}
+        return lambda: baselines.build(name, encoder_fn(), epsilon=epsilon, norm="inf",
+                                       steps=steps, seed=0, **teacher)
+
     return {
-        "simclr (weight=0)": (None, 1.0),
-        "fgsm": (regularizers.FGSM(epsilon=epsilon), 1.0),
-        "fgsm, half batch": (regularizers.FGSM(epsilon=epsilon), 0.5),
-        "power_iteration-1": (regularizers.PowerIteration(epsilon=epsilon, norm="inf"), 1.0),
-        "power_iteration-1, half": (regularizers.PowerIteration(epsilon=epsilon, norm="inf"), 0.5),
-        "pgd-3": (regularizers.PGD(epsilon=epsilon, steps=3), 1.0),
-        "pgd-5": (regularizers.PGD(epsilon=epsilon, steps=5), 1.0),
-        "pgd-5, half batch": (regularizers.PGD(epsilon=epsilon, steps=5), 0.5),
-        "pgd-10": (regularizers.PGD(epsilon=epsilon, steps=10), 1.0),
+        "simclr (weight=0)": tarrl(None),
+        "fgsm": tarrl(regularizers.FGSM(epsilon=epsilon)),
+        "fgsm, half batch": tarrl(regularizers.FGSM(epsilon=epsilon), 0.5),
+        "power_iteration-1": tarrl(regularizers.PowerIteration(epsilon=epsilon, norm="inf")),
+        "power_iteration-1, half": tarrl(regularizers.PowerIteration(epsilon=epsilon, norm="inf"), 0.5),
+        "pgd-3": tarrl(regularizers.PGD(epsilon=epsilon, steps=3)),
+        "pgd-7": tarrl(regularizers.PGD(epsilon=epsilon, steps=7)),
+        "pgd-7, half batch": tarrl(regularizers.PGD(epsilon=epsilon, steps=7), 0.5),
+        "acl pgd-3": baseline("acl", 3),
+        "acl pgd-7": baseline("acl", 7),
+        "deacl pgd-3 (2nd stage)": baseline("deacl", 3),
+        "deacl pgd-7 (2nd stage)": baseline("deacl", 7),
     }
 
 
-def train_function(encoder_fn, regularizer, fraction, *, jit_compile):
+def train_function(make_model, *, jit_compile):
     keras.utils.set_random_seed(0)
-    model = tarrl_tf.TARRLModel(
-        encoder_fn(), regularizer=regularizer, weight=0.0 if regularizer is None else 1.0,
-        regularized_fraction=fraction, seed=0,
-    )
+    model = make_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
     model.make_train_function()
     return model.train_function
@@ -72,8 +84,8 @@ def main(argv):
           f"jit_compile={FLAGS.jit_compile}")
     batch = keras.ops.convert_to_tensor(images)
     functions = {
-        name: train_function(encoder_fn, regularizer, fraction, jit_compile=FLAGS.jit_compile)
-        for name, (regularizer, fraction) in configurations(epsilon).items()
+        name: train_function(make_model, jit_compile=FLAGS.jit_compile)
+        for name, make_model in configurations(encoder_fn, epsilon).items()
     }
     times = {name: [] for name in functions}
     for round_ in range(FLAGS.steps + 3):
@@ -85,7 +97,7 @@ def main(argv):
     baseline = float(np.median(times["simclr (weight=0)"]))
     for name, samples in times.items():
         seconds = float(np.median(samples))
-        print(f"{name:26s} {1000 * seconds:8.1f} ms/step  {seconds / baseline:5.2f}x simclr")
+        print(f"{name:28s} {1000 * seconds:8.1f} ms/step  {seconds / baseline:5.2f}x simclr")
 
 
 if __name__ == "__main__":
