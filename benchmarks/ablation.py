@@ -53,7 +53,7 @@ flags.DEFINE_integer("warmup_epochs", 2, "Epsilon and weight warm-up epochs.")
 flags.DEFINE_integer("width", 32, "small_cnn width.")
 flags.DEFINE_list("eval_epsilons", ["0.1", "0.2", "0.3"], "Radii of the evaluation attack.")
 flags.DEFINE_enum("eval_norm", "inf", list(EVAL_ATTACKS), "Norm of the evaluation attack.")
-flags.DEFINE_string("output", str(REPO / "runs" / "ablation.jsonl"), "JSON lines output.")
+flags.DEFINE_string("output", str(REPO / "benchmarks" / "ablation.jsonl"), "JSON lines output.")
 FLAGS = flags.FLAGS
 
 

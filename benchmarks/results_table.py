@@ -16,7 +16,7 @@ task (a second row for L2 when the cards have `pgd_l2` rows); and
 `weight_tradeoff.png`, clean and robust accuracy against the regularizer's
 weight for each weight sweep of the ablation.
 
-    python benchmarks/results_table.py [--ablation=runs/ablation.jsonl] [--figures_dir=DIR]
+    python benchmarks/results_table.py [--ablation=benchmarks/ablation.jsonl] [--figures_dir=DIR]
         [--markdown_out=tables.md]
 """
 
@@ -37,7 +37,7 @@ from tarrl_tf.files import write_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 flags.DEFINE_string("zoo_dir", None, "Zoo to read (default: zoo/).")
-flags.DEFINE_string("ablation", str(REPO / "runs" / "ablation.jsonl"),
+flags.DEFINE_string("ablation", str(REPO / "benchmarks" / "ablation.jsonl"),
                     "JSON lines of benchmarks/ablation.py (skipped when absent).")
 flags.DEFINE_string("figures_dir", str(REPO / "benchmarks" / "figures"), "Where the PNG figures go.")
 flags.DEFINE_string("markdown_out", None, "Also write the printed tables to this file.")

@@ -8,7 +8,7 @@ report land in --output_dir/<run>/.
 Examples:
     python -m tools.pretrain
     python -m tools.pretrain --dataset=npz:../shared/datasets/mnist/mnist.npz --epsilon=0.3 \
-        --estimator=pgd --steps=3 --weight=1 --epochs=10 --output_dir=runs/mnist
+        --estimator=pgd --steps=7 --weight=25 --epochs=10 --output_dir=runs/mnist
     python -m tools.pretrain --dataset=cifar10 --data_dir=~/tensorflow_datasets \
         --epsilon=0.0314 --estimator=fgsm --nobaseline --noevaluate
 """
@@ -31,11 +31,12 @@ flags.DEFINE_enum("estimator", "pgd", sorted(pretraining.ESTIMATORS), "Regulariz
 flags.DEFINE_enum("norm", "inf", ["inf", "2"], "Threat model norm.")
 flags.DEFINE_float("epsilon", 0.1, "Threat model radius (images in [0, 1]).")
 flags.DEFINE_integer("steps", 5, "PGD steps, or power iterations.")
-flags.DEFINE_enum("divergence", "relative_l2", list(divergences.NAMES),
-                  "Divergence d (relative_l2: shift relative to the batch spread).")
+flags.DEFINE_enum("divergence", "normalized_relative_l2", list(divergences.NAMES),
+                  "Divergence d (normalized_relative_l2: the normalized shift relative to the "
+                  "batch's spread on the sphere).")
 flags.DEFINE_enum("regularize_on", "images", ["images", "views"],
                   "Estimate R on the batch's images or on the first augmented view.")
-flags.DEFINE_float("weight", 1.0, "Regularizer weight of the TARRL run.")
+flags.DEFINE_float("weight", 10.0, "Regularizer weight of the TARRL run.")
 flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight ramp up.")
 flags.DEFINE_integer("epochs", 30, "Pretraining epochs.")
 flags.DEFINE_integer("batch_size", 128, "Pretraining batch size.")
