@@ -87,6 +87,18 @@ def _snapshot(zoo_dir):
     return paths, (pathlib.Path(zoo_dir) / zoo.MANIFEST_FILENAME).read_bytes()
 
 
+def _crash_replacing_manifest(monkeypatch):
+    """Makes `os.replace` fail when it would replace the manifest."""
+    real_replace = os.replace
+
+    def crash(src, dst, *args, **kwargs):
+        if str(dst).endswith(zoo.MANIFEST_FILENAME):
+            raise OSError("simulated crash while replacing the manifest")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", crash)
+
+
 def _repo_entries():
     return sorted(zoo.read_manifest(zoo.default_zoo_dir())["entries"])
 
@@ -365,14 +377,7 @@ def test_failed_entry_leaves_no_trace(zoo_copy, monkeypatch):
     assert _snapshot(zoo_copy) == before
     monkeypatch.undo()
 
-    real_replace = os.replace
-
-    def crash_replacing_manifest(src, dst, *args, **kwargs):
-        if str(dst).endswith(zoo.MANIFEST_FILENAME):
-            raise OSError("simulated crash while replacing the manifest")
-        return real_replace(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", crash_replacing_manifest)
+    _crash_replacing_manifest(monkeypatch)
     with pytest.raises(OSError, match="simulated crash"):
         export.create_zoo_entry(encoder, name="tiny_new", zoo_dir=zoo_copy, **_facts())
     assert _snapshot(zoo_copy) == before
@@ -484,14 +489,7 @@ def test_failed_replace_leaves_the_old_entry(zoo_copy, monkeypatch):
         else:
             assert swaps == []
 
-    real_replace = os.replace
-
-    def crash_replacing_manifest(src, dst, *args, **kwargs):
-        if str(dst).endswith(zoo.MANIFEST_FILENAME):
-            raise OSError("simulated crash while replacing the manifest")
-        return real_replace(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", crash_replacing_manifest)
+    _crash_replacing_manifest(monkeypatch)
     with pytest.raises(OSError, match="simulated crash"):
         export.create_zoo_entry(encoder, name=WITH_HEAD, zoo_dir=zoo_copy, replace=True, **facts)
     monkeypatch.undo()
