@@ -211,7 +211,8 @@ def _sanity_checks(classifier, x, y, specs, report, batch_size, spsa_examples, s
     })
     pgd = [s for s in specs if s.name.startswith("pgd") and s.epsilon > 0]
     if pgd:
-        spec = max(pgd, key=lambda s: s.epsilon)
+        # Radii of different norms do not compare: the widest L-inf ball when there is one.
+        spec = max(pgd, key=lambda s: (s.norm == "inf", s.epsilon))
         fewer = attacks.make_attack(spec.name, epsilon=spec.epsilon, steps=max(1, spec.steps // 4))
         few_accuracy = _attack_row(classifier, x, y, clean, fewer, len(x), batch_size,
                                    seed)["robust_accuracy"]

@@ -351,7 +351,8 @@ def brightness_data(n, seed):
 
 def test_sanity_checks_pass_on_an_honest_model(problem):
     train, test = problem
-    specs = evaluation.attack_grid(["pgd_linf"], [0.1, 0.3], steps=3)
+    # An L2 radius of 1.0 is larger than any L-inf one, but it is not the headline threat model.
+    specs = evaluation.attack_grid(["pgd_linf", "pgd_l2"], [0.1, 0.3], l2_epsilons=[1.0], steps=3)
     report, _, _ = evaluation.evaluate(
         make_dense_encoder(), train=train, test=test, num_classes=NUM_CLASSES, attack_specs=specs,
         epochs=15, batch_size=32, regularizer_steps=2, spsa_examples=12,
@@ -363,6 +364,7 @@ def test_sanity_checks_pass_on_an_honest_model(problem):
         assert check["passed"] is True, check
         assert isinstance(check["detail"], str) and check["detail"]
     assert "12 examples" in checks["gradient_free_attack_not_much_stronger"]["detail"]
+    assert checks["more_steps_do_not_raise_accuracy"]["detail"].startswith("pgd_linf eps=0.3")
     assert json.loads(json.dumps(report)) == report
 
 
