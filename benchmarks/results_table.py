@@ -17,7 +17,7 @@ task (a second row for L2 when the cards have `pgd_l2` rows); and
 weight for each weight sweep of the ablation.
 
     python benchmarks/results_table.py [--ablation=benchmarks/ablation.jsonl] [--figures_dir=DIR]
-        [--markdown_out=tables.md]
+        [--markdown_out=tables.md] [--update=RESULTS.md]
 """
 
 import os
@@ -41,6 +41,9 @@ flags.DEFINE_string("ablation", str(REPO / "benchmarks" / "ablation.jsonl"),
                     "JSON lines of benchmarks/ablation.py (skipped when absent).")
 flags.DEFINE_string("figures_dir", str(REPO / "benchmarks" / "figures"), "Where the PNG figures go.")
 flags.DEFINE_string("markdown_out", None, "Also write the printed tables to this file.")
+flags.DEFINE_string("update", None,
+                    "A markdown file (RESULTS.md) whose text between the lines "
+                    f"{'<!-- tables:start -->'!r} and {'<!-- tables:end -->'!r} is replaced by the tables.")
 FLAGS = flags.FLAGS
 
 ORDER = ("simclr", "tarrl", "acl", "deacl", "supervised_at")
@@ -388,6 +391,18 @@ def report(cards, lines):
     return "\n".join(sections) + "\n", {k: v for k, v in figures.items() if v is not None}
 
 
+START, END = "<!-- tables:start -->", "<!-- tables:end -->"
+
+
+def spliced(document, markdown):
+    """`document` with the text between its START and END marker lines replaced by `markdown`."""
+    head, found, rest = document.partition(START + "\n")
+    _, found_end, tail = rest.partition(END)
+    if not found or not found_end:
+        raise ValueError(f"The document needs a line {START!r} followed later by a line {END!r}")
+    return head + START + "\n" + markdown.strip("\n") + "\n" + END + tail
+
+
 def png(figure):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)  # Figure without pyplot: rendered by Agg.
@@ -411,6 +426,10 @@ def main(argv):
     if FLAGS.markdown_out:
         write_atomic(FLAGS.markdown_out, markdown)
         print(f"Tables written to {FLAGS.markdown_out}")
+    if FLAGS.update:
+        document = pathlib.Path(FLAGS.update).read_text()
+        write_atomic(FLAGS.update, spliced(document, markdown))
+        print(f"Tables updated in {FLAGS.update}")
     for path in write_figures(figures, FLAGS.figures_dir):
         print(f"Figure written to {path}")
 

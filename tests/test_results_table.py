@@ -265,3 +265,13 @@ def test_main_prints_the_tables_and_writes_markdown_and_figures(cards, lines, tm
     for name in ("mnist_epsilon_sweep.png", "weight_tradeoff.png"):
         assert f"Figure written to {tmp_path / 'figures' / name}" in printed
         assert (tmp_path / "figures" / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_update_replaces_only_the_text_between_the_markers():
+    document = "# Results\nprose\n<!-- tables:start -->\nold | table\n<!-- tables:end -->\nmore prose\n"
+    updated = results_table.spliced(document, "\n| new | table |\n")
+    assert updated == ("# Results\nprose\n<!-- tables:start -->\n| new | table |\n"
+                       "<!-- tables:end -->\nmore prose\n")
+    assert results_table.spliced(updated, "| new | table |") == updated
+    with pytest.raises(ValueError, match="tables:end"):
+        results_table.spliced("<!-- tables:start -->\nno end\n", "x")
