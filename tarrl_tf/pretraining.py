@@ -1,6 +1,9 @@
 """One pretraining run from plain values: what `tools/pretrain.py` and the experiments call."""
 
+import json
+import os
 import time
+import warnings
 
 import keras
 
@@ -47,15 +50,64 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
         epochs: training epochs.
         learning_rate: Adam's initial learning rate.
         backup_dir: a folder for `keras.callbacks.BackupAndRestore`: an
-            interrupted run started again with the same folder resumes.
+            interrupted run started again with the same folder resumes, and
+            the seconds returned count the runs before the restart too.
         verbose: Keras verbosity.
     """
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps_per_epoch))
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
-    start = time.perf_counter()
+    if not backup_dir:
+        start = time.perf_counter()
+        history = model.fit(dataset, epochs=epochs, verbose=verbose)
+        return history.history, time.perf_counter() - start
+    clock = TrainingClock(backup_dir)
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir), clock]
     history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    return history.history, time.perf_counter() - start
+    return history.history, clock.seconds
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Training time summed over the runs of one `BackupAndRestore` folder.
+
+    A resumed run alone would report only the epochs after the restart, and a
+    model card would then understate the cost of the method. The time so far
+    is kept in `<backup_dir>/clock.json` after each epoch, beside the backup
+    it belongs to (and removed with it when training ends).
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.path = os.path.join(backup_dir, "clock.json")
+        self.seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._earlier, self._timed_epochs = 0.0, 0
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                saved = json.load(f)
+            self._earlier, self._timed_epochs = saved["seconds"], saved["epochs"]
+        self._first_epoch = None
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            if epoch != self._timed_epochs:
+                warnings.warn(
+                    f"Resuming at epoch {epoch + 1}, but {self.path} timed {self._timed_epochs} "
+                    "epochs: the wall-clock time returned leaves out the untimed ones"
+                )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = self._earlier + time.perf_counter() - self._start
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        partial = self.path + ".partial"
+        with open(partial, "w") as f:
+            json.dump({"epochs": epoch + 1, "seconds": self.seconds}, f)
+        os.replace(partial, self.path)  # A crash mid-write keeps the previous count.
+
+    def on_train_end(self, logs=None):
+        self.seconds = self._earlier + time.perf_counter() - self._start
 
 
 def pretrain(

@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -317,6 +318,37 @@ def test_pretrain_leaves_no_backup_after_a_finished_run(images, make_cnn, tmp_pa
     backup = tmp_path / "backup"
     pretraining.pretrain(make_cnn(), images, epochs=1, batch_size=8, backup_dir=str(backup),
                          verbose=0)
+    assert not backup.exists() or not any(backup.iterdir())
+
+
+class _SlowThenInterrupted(keras.callbacks.Callback):
+    """Sleeps through the first epoch, then stops the run as a crash would."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        time.sleep(2.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_a_resumed_pretraining_counts_the_time_before_the_restart(images, make_cnn, tmp_path,
+                                                                  monkeypatch):
+    backup = tmp_path / "backup"
+    fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, callbacks=(), **k: fit(
+        self, *a, callbacks=[*callbacks, _SlowThenInterrupted()], **k))
+    encoder = make_cnn()
+    with pytest.raises(KeyboardInterrupt):
+        pretraining.pretrain(encoder, images, epochs=3, batch_size=8, backup_dir=str(backup),
+                             verbose=0)
+    monkeypatch.undo()
+
+    start = time.perf_counter()
+    _, history, seconds = pretraining.pretrain(encoder, images, epochs=3, batch_size=8,
+                                               backup_dir=str(backup), verbose=0)
+    resumed_run = time.perf_counter() - start
+    assert len(history["loss"]) == 2  # It resumed after the first epoch ...
+    assert seconds > resumed_run  # ... and its time includes the first run's.
     assert not backup.exists() or not any(backup.iterdir())
 
 
