@@ -140,23 +140,30 @@ def _robust(card, task):
 
 
 def transfer(cards):
-    lines = ["| dataset | derived task | attack | eps | gap on labels | gap on task | ratio |",
+    """TARRL's robust-accuracy gap over SimCLR on each derived task against the gap on the labels.
+
+    One block per TARRL entry (a dataset may have an L-inf and an L2 one); the
+    ratio is left out where the labels gap is not positive.
+    """
+    lines = ["| entry | derived task | attack | eps | gap on labels | gap on task | ratio |",
              "|---|---|---|---|---|---|---|"]
     for dataset in sorted({c["dataset"] for c in cards}):
-        by_method = {c["method"]: c for c in cards if c["dataset"] == dataset}
-        if not {"simclr", "tarrl"} <= set(by_method):
+        simclr = next((c for c in cards if c["dataset"] == dataset and c["method"] == "simclr"), None)
+        if simclr is None:
             continue
-        tarrl, simclr = by_method["tarrl"], by_method["simclr"]
-        derived = [t for t in dict.fromkeys(m.get("task") for m in tarrl["metrics"]) if t != "labels"]
-        for task in derived:
-            labels_gap = {k: v - _robust(simclr, "labels").get(k, float("nan"))
-                          for k, v in _robust(tarrl, "labels").items()}
-            task_gap = {k: v - _robust(simclr, task).get(k, float("nan"))
-                        for k, v in _robust(tarrl, task).items()}
-            for key in [k for k in labels_gap if k in task_gap]:
-                ratio = task_gap[key] / labels_gap[key] if labels_gap[key] > 0 else float("nan")
-                lines.append(f"| {dataset} | {task} | {key[0]} | {key[1]:.3g} | {labels_gap[key]:+.3f} "
-                             f"| {task_gap[key]:+.3f} | {ratio:.2f} |")
+        for tarrl in [c for c in cards if c["dataset"] == dataset and c["method"] == "tarrl"]:
+            derived = [t for t in dict.fromkeys(m.get("task") for m in tarrl["metrics"])
+                       if t != "labels"]
+            for task in derived:
+                labels_gap = {k: v - _robust(simclr, "labels").get(k, float("nan"))
+                              for k, v in _robust(tarrl, "labels").items()}
+                task_gap = {k: v - _robust(simclr, task).get(k, float("nan"))
+                            for k, v in _robust(tarrl, task).items()}
+                for key in [k for k in labels_gap if k in task_gap]:
+                    ratio = (f"{task_gap[key] / labels_gap[key]:.2f}" if labels_gap[key] > 0
+                             else "-")
+                    lines.append(f"| `{tarrl['name']}` | {task} | {key[0]} | {key[1]:.3g} "
+                                 f"| {labels_gap[key]:+.3f} | {task_gap[key]:+.3f} | {ratio} |")
     return "\n".join(lines)
 
 

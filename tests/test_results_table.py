@@ -160,10 +160,21 @@ def test_subset_columns_show_their_count_and_clean_comes_from_the_full_rows(card
 
 def test_transfer_reads_the_gaps(cards):
     rows = _cells(results_table.transfer(cards))
-    row = next(r for r in rows if r[:4] == ["mnist", "parity", "pgd_linf", "0.1"])
+    row = next(r for r in rows if r[:4] == ["`mnist_cnn_tarrl_linf03`", "parity", "pgd_linf", "0.1"])
     # Labels gap 0.5 - 0.3, parity gap 0.4 - 0.2; cw_l2 exists on labels only and is left out.
     assert row[4:] == ["+0.200", "+0.200", "1.00"]
     assert not any(r[2] == "cw_l2" for r in rows)
+
+
+def test_transfer_has_a_block_per_tarrl_entry_and_no_ratio_without_a_labels_gap(cards):
+    l2 = _card("mnist_cnn_tarrl_l2eps2", "tarrl", 500.0, [
+        _metric("labels", "pgd_linf", 0.1, 0.30, clean=0.97),  # No gap over SimCLR's 0.30.
+        _metric("parity", "pgd_linf", 0.1, 0.35, clean=0.96),
+    ])
+    rows = _cells(results_table.transfer(cards + [l2]))[1:]
+    assert {r[0] for r in rows} == {"`mnist_cnn_tarrl_linf03`", "`mnist_cnn_tarrl_l2eps2`"}
+    row = next(r for r in rows if r[0] == "`mnist_cnn_tarrl_l2eps2`")
+    assert row[4:] == ["+0.000", "+0.150", "-"]
 
 
 def test_old_lines_are_seed_0_and_l_inf(lines):
