@@ -252,9 +252,18 @@ def weight_sweeps(lines):
 
 
 def _regularizer_text(s):
-    return (f"{s['divergence']}, {s['estimator']}-{s['steps']} at L{s['norm']} {s['epsilon']:g}, "
-            f"warm-up {s['warmup_epochs']} epochs, on {s['regularize_on']}"
-            + (f" ({s['regularized_fraction']:g} of each batch)" if s["regularized_fraction"] < 1 else ""))
+    return (f"{s['divergence']}, {_estimator_text(s)} at L{s['norm']} {s['epsilon']:g}, "
+            f"warm-up {s['warmup_epochs']} epochs, on {_target_text(s)}")
+
+
+def _estimator_text(s):
+    return s["estimator"] if s["estimator"] == "fgsm" else f"{s['estimator']}-{s['steps']}"
+
+
+def _target_text(s):
+    """What R is estimated on: the images or the views, and on how much of each batch."""
+    fraction = s["regularized_fraction"]
+    return s["regularize_on"] + (f", {fraction:g} of each batch" if fraction < 1 else "")
 
 
 def _budget_text(s):
@@ -287,18 +296,22 @@ def ablation_table(lines):
     threats = {(s["norm"], s["epsilon"]) for s in map(settings, lines) if s["weight"]}
     show_threat = len(threats) > 1 or any(norm != "inf" for norm, _ in threats)
     show_budget = len({(s["train_examples"], s["epochs"]) for s in map(settings, lines)}) > 1
+    show_target = len({_target_text(s) for s in map(settings, lines) if s["weight"]}) > 1
     epsilons = list(lines[0]["robust_accuracy"])
     columns = (["run", "divergence", "weight", "estimator", "seed"] + ["threat"] * show_threat
-               + ["budget"] * show_budget + ["clean"] + _attack_header(lines[0])
+               + ["R on"] * show_target + ["budget"] * show_budget + ["clean"]
+               + _attack_header(lines[0])
                + [f"R at {float(epsilons[-1]):g}", "training s"])
     rows = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for line in lines:
         s = settings(line)
         regularized = bool(s["weight"])
         cells = [line["name"], s["divergence"] if regularized else "-", f"{s['weight']:g}",
-                 s["estimator"] if regularized else "-", str(s["seed"])]
+                 _estimator_text(s) if regularized else "-", str(s["seed"])]
         if show_threat:
             cells.append(f"L{s['norm']} {s['epsilon']:g}" if regularized else "-")
+        if show_target:
+            cells.append(_target_text(s) if regularized else "-")
         if show_budget:
             cells.append(f"{s['train_examples']} x {s['epochs']}")
         cells += [f"{line['clean_accuracy']:.3f}"]

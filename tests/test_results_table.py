@@ -183,6 +183,24 @@ def test_old_lines_are_seed_0_and_l_inf(lines):
     assert results_table.settings(lines[0])["norm"] is None  # SimCLR has no regularizer.
 
 
+def test_ablation_table_shows_the_steps_and_what_r_is_estimated_on(lines):
+    images = {**_new_line("tarrl_w1_images", 1.0, 0, 0.960, (0.700, 0.100, 0.000)),
+              "regularize_on": "images"}
+    half = {**images, "name": "tarrl_w1_half_pgd7", "regularized_fraction": 0.5, "steps": 7}
+    plain = _by_first_cell(_rows("\n".join(results_table.ablation_sections(lines)),
+                                 "#### pgd_linf-20 on 500 test images"))
+    assert "R on" not in plain["simclr"]  # Every line estimated R on the whole batch of views.
+    assert plain["tarrl_relative_l2_w1_fgsm"]["estimator"] == "fgsm"
+    table = _by_first_cell(_rows("\n".join(results_table.ablation_sections(lines + [images, half])),
+                                 "#### pgd_linf-20 on 500 test images"))
+    assert table["tarrl_relative_l2_w1"]["estimator"] == "pgd-3"
+    assert table["tarrl_w1_half_pgd7"]["estimator"] == "pgd-7"
+    assert table["tarrl_relative_l2_w1"]["R on"] == "views"  # Lines older than the setting.
+    assert table["tarrl_w1_images"]["R on"] == "images"
+    assert table["tarrl_w1_half_pgd7"]["R on"] == "images, 0.5 of each batch"
+    assert table["simclr"]["R on"] == "-"
+
+
 def test_ablation_table_shows_old_and_new_lines_with_seeds(lines):
     markdown = "\n".join(results_table.ablation_sections(lines))
     linf = _by_first_cell(_rows(markdown, "#### pgd_linf-20 on 500 test images"))
