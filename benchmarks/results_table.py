@@ -139,6 +139,12 @@ def _robust(card, task):
             for m in card["metrics"] if m.get("task") == task}
 
 
+def _gap(card, baseline, task):
+    """`card`'s robust accuracy minus `baseline`'s, per (attack, epsilon) of `card` on `task`."""
+    base = _robust(baseline, task)
+    return {k: v - base.get(k, float("nan")) for k, v in _robust(card, task).items()}
+
+
 def transfer(cards):
     """TARRL's robust-accuracy gap over SimCLR on each derived task against the gap on the labels.
 
@@ -152,13 +158,11 @@ def transfer(cards):
         if simclr is None:
             continue
         for tarrl in [c for c in cards if c["dataset"] == dataset and c["method"] == "tarrl"]:
+            labels_gap = _gap(tarrl, simclr, "labels")
             derived = [t for t in dict.fromkeys(m.get("task") for m in tarrl["metrics"])
                        if t != "labels"]
             for task in derived:
-                labels_gap = {k: v - _robust(simclr, "labels").get(k, float("nan"))
-                              for k, v in _robust(tarrl, "labels").items()}
-                task_gap = {k: v - _robust(simclr, task).get(k, float("nan"))
-                            for k, v in _robust(tarrl, task).items()}
+                task_gap = _gap(tarrl, simclr, task)
                 for key in [k for k in labels_gap if k in task_gap]:
                     ratio = (f"{task_gap[key] / labels_gap[key]:.2f}" if labels_gap[key] > 0
                              else "-")

@@ -9,6 +9,7 @@ import keras
 
 from tarrl_tf import data, encoders, regularizers
 from tarrl_tf.checks import check_choice
+from tarrl_tf.files import write_atomic
 from tarrl_tf.tarrl_model import TARRLModel
 
 ESTIMATORS = {
@@ -56,18 +57,14 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
     """
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps_per_epoch))
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    if not backup_dir:
-        start = time.perf_counter()
-        history = model.fit(dataset, epochs=epochs, verbose=verbose)
-        return history.history, time.perf_counter() - start
     clock = TrainingClock(backup_dir)
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir), clock]
-    history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
+    history = model.fit(dataset, epochs=epochs, callbacks=callbacks + [clock], verbose=verbose)
     return history.history, clock.seconds
 
 
 class TrainingClock(keras.callbacks.Callback):
-    """Training time summed over the runs of one `BackupAndRestore` folder.
+    """Training time, summed over the runs of one `BackupAndRestore` folder if given.
 
     A resumed run alone would report only the epochs after the restart, and a
     model card would then understate the cost of the method. The time so far
@@ -75,23 +72,23 @@ class TrainingClock(keras.callbacks.Callback):
     it belongs to (and removed with it when training ends).
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir=None):
         super().__init__()
-        self.path = os.path.join(backup_dir, "clock.json")
+        self.path = os.path.join(backup_dir, "clock.json") if backup_dir else None
         self.seconds = 0.0
 
     def on_train_begin(self, logs=None):
         self._earlier, self._timed_epochs = 0.0, 0
-        if os.path.exists(self.path):
+        if self.path and os.path.exists(self.path):
             with open(self.path) as f:
                 saved = json.load(f)
             self._earlier, self._timed_epochs = saved["seconds"], saved["epochs"]
-        self._first_epoch = None
+        self._resume_checked = False
         self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch is None:
-            self._first_epoch = epoch
+        if not self._resume_checked:
+            self._resume_checked = True
             if epoch != self._timed_epochs:
                 warnings.warn(
                     f"Resuming at epoch {epoch + 1}, but {self.path} timed {self._timed_epochs} "
@@ -100,11 +97,8 @@ class TrainingClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds = self._earlier + time.perf_counter() - self._start
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        partial = self.path + ".partial"
-        with open(partial, "w") as f:
-            json.dump({"epochs": epoch + 1, "seconds": self.seconds}, f)
-        os.replace(partial, self.path)  # A crash mid-write keeps the previous count.
+        if self.path:
+            write_atomic(self.path, json.dumps({"epochs": epoch + 1, "seconds": self.seconds}))
 
     def on_train_end(self, logs=None):
         self.seconds = self._earlier + time.perf_counter() - self._start
