@@ -13,6 +13,13 @@ Examples:
     python benchmarks/ablation.py --name=tarrl_rel_w1_s1 --weight=1 --divergence=relative_l2 --seed=1
     python benchmarks/ablation.py --name=tarrl_rel_w1_l2 --weight=1 --divergence=relative_l2 \
         --norm=2 --epsilon=2 --eval_norm=2 --eval_epsilons=1,2,3
+
+BatchNorm on CIFAR-10 (RESULTS.md), R differentiated through inference-mode
+passes against batch statistics, on a width-8 ResNet:
+    python benchmarks/ablation.py --name=cifar_bn_moving --batch_statistics=false \
+        --dataset=npz:../shared/datasets/cifar10/cifar10.npz --width=8 --train_examples=5000 \
+        --epochs=15 --weight=10 --divergence=normalized_relative_l2 --steps=3 \
+        --epsilon=0.0313725 --eval_epsilons=0.0313725 --output=benchmarks/batchnorm.jsonl
 """
 
 import os
@@ -50,7 +57,12 @@ flags.DEFINE_enum("regularize_on", "images", ["images", "views"],
                   "Estimate R on the images or on the first augmented view.")
 flags.DEFINE_float("regularized_fraction", 1.0, "Part of each batch R is estimated on.")
 flags.DEFINE_integer("warmup_epochs", 2, "Epsilon and weight warm-up epochs.")
-flags.DEFINE_integer("width", 32, "small_cnn width.")
+flags.DEFINE_integer("width", 32, "Encoder width (small_cnn for grayscale, cifar_resnet for RGB).")
+flags.DEFINE_enum("normalization", None, ["batch", "group"],
+                  "cifar_resnet's normalization (default batch); small_cnn has none.")
+flags.DEFINE_enum("batch_statistics", "auto", ["auto", "true", "false"],
+                  "Differentiate R through training-mode BatchNorm passes (auto: if the encoder has "
+                  "BatchNorm).")
 flags.DEFINE_list("eval_epsilons", ["0.1", "0.2", "0.3"], "Radii of the evaluation attack.")
 flags.DEFINE_enum("eval_norm", "inf", list(EVAL_ATTACKS), "Norm of the evaluation attack.")
 flags.DEFINE_string("output", str(REPO / "benchmarks" / "ablation.jsonl"), "JSON lines output.")
@@ -64,14 +76,17 @@ def main(argv):
     specs = [attacks.make_attack(eval_attack, epsilon=float(e), steps=EVAL_STEPS)
              for e in FLAGS.eval_epsilons]
     x, _ = data.load_arrays(FLAGS.dataset, "train", max_examples=FLAGS.train_examples)
-    encoder = pretraining.make_encoder(x.shape[1:], width=FLAGS.width, seed=FLAGS.seed)
+    encoder = pretraining.make_encoder(x.shape[1:], width=FLAGS.width, norm=FLAGS.normalization,
+                                       seed=FLAGS.seed)
     regularizer = pretraining.make_regularizer(FLAGS.estimator, epsilon=FLAGS.epsilon, norm=FLAGS.norm,
                                                steps=FLAGS.steps, divergence=FLAGS.divergence)
-    _, history, seconds = pretraining.pretrain(
+    batch_statistics = {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics]
+    model, history, seconds = pretraining.pretrain(
         encoder, x, regularizer=regularizer, weight=FLAGS.weight, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         warmup_epochs=FLAGS.warmup_epochs, regularize_on=FLAGS.regularize_on,
-        regularized_fraction=FLAGS.regularized_fraction, seed=FLAGS.seed, verbose=0)
+        regularized_fraction=FLAGS.regularized_fraction, batch_statistics=batch_statistics,
+        seed=FLAGS.seed, verbose=0)
     # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
     report, _, _ = evaluation.evaluate_on_dataset(
         encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, attack_specs=specs,
@@ -84,6 +99,10 @@ def main(argv):
         "R_squared_l2": {str(r["epsilon"]): r["R"] for r in report["robustness"]},
         "final_ssl_loss": history["ssl_loss"][-1],
         "final_training_robustness": history.get("robustness", [0.0])[-1],
+        "training_history": {k: [round(v, 4) for v in values] for k, values in history.items()},
+        "architecture": encoder.name,
+        "normalization": FLAGS.normalization or ("batch" if encoder.name == "cifar_resnet" else None),
+        "batch_statistics": model.batch_statistics,
         "seed": FLAGS.seed, "norm": FLAGS.norm, "epsilon": FLAGS.epsilon,
         "warmup_epochs": FLAGS.warmup_epochs, "regularize_on": FLAGS.regularize_on,
         "regularized_fraction": FLAGS.regularized_fraction,

@@ -96,17 +96,19 @@ def train(row, images, labels, run_dir):
             batch_size=row["batch_size"], warmup_epochs=reg.get("warmup_epochs", 0),
             regularize_on=reg.get("regularize_on", "images"),
             regularized_fraction=reg.get("regularized_fraction", 1.0),
-            seed=row.get("seed", 0), **fit)
+            batch_statistics=reg.get("batch_statistics"), seed=row.get("seed", 0), **fit)
         return encoder, history, seconds
-    teacher = None
+    teacher, options = None, {}
     if row["method"] == "deacl":
         teacher = load_teacher(row["teacher"])
+    if "batch_statistics" in reg:  # ACL and DeACL; supervised AT trains in training mode anyway.
+        options["batch_statistics"] = reg["batch_statistics"]
     model = baselines.build(
         row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
         steps=reg.get("steps", 5), teacher=teacher,
         num_classes=int(labels.max()) + 1 if row["method"] == "supervised_at" else None,
         epsilon_warmup_steps=reg.get("warmup_epochs", 0) * (len(images) // row["batch_size"]),
-        seed=row.get("seed", 0))
+        seed=row.get("seed", 0), **options)
     if row["method"] == "supervised_at":
         dataset = data.supervised_dataset(images, labels, batch_size=row["batch_size"], shuffle=True,
                                           seed=row.get("seed", 0))

@@ -7,7 +7,8 @@ from tarrl_tf import methods
 from tarrl_tf.checks import checked_images
 from tarrl_tf.augment import resolve as resolve_augmentation
 from tarrl_tf.baselines import BaselineModel
-from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
+from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training,
+                               has_batch_normalization, image_input_shape)
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -24,19 +25,22 @@ class ACLModel(BaselineModel):
     `steps` extra forward-backward passes) is tied to the method, whereas
     TARRL attacks a divergence of the representation.
 
-    BatchNorm: the attack and the adversarial branch run with
-    `training=False`, and only the clean views run in training mode, so the
-    moving statistics are estimated from clean views alone, as in
-    `TARRLModel`. ACL gets the same effect with a second set of BatchNorm
-    layers for adversarial inputs and evaluates with the clean one (Jiang et
-    al. 2020, "dual BN"); without it, perturbed batches would shift the
-    statistics that the downstream probe and the attacker see. Crafting in
-    inference mode also makes the attack deterministic given its start
-    (no dropout) and aims it at the function that is deployed. Encoders and
-    projectors without training-dependent layers compute the same function in
-    both modes, so their clean pass of `v2` is reused as the adversarial
-    branch's target; the others get one inference-mode pass of `v2`, so both
-    sides of the adversarial loss are computed the same way.
+    BatchNorm: the attack runs with `training=False`, and only the clean
+    views set the moving statistics, as in `TARRLModel`. ACL gets the same
+    effect with a second set of BatchNorm layers for adversarial inputs and
+    evaluates with the clean one (Jiang et al. 2020, "dual BN"); without it,
+    perturbed batches would shift the statistics that the downstream probe
+    and the attacker see. Crafting in inference mode also makes the attack
+    deterministic given its start (no dropout) and aims it at the function
+    that is deployed. With BatchNorm (`batch_statistics`), the adversarial
+    branch takes one training-mode pass over `v1_adv` and `v2` together and
+    the moving statistics are restored after it, for the reason given in
+    `encoders.batch_statistics_pass`. Without it, the adversarial branch
+    runs in inference mode; encoders and projectors without
+    training-dependent layers compute the same function in both modes, so
+    their clean pass of `v2` is reused as its target, and the others get one
+    inference-mode pass of `v2`, so both sides of the adversarial loss are
+    computed the same way.
 
     Metrics: `loss`, `ssl_loss` (the clean branch) and `adversarial_ssl_loss`.
     Evaluation draws views and attacks them too.
@@ -51,7 +55,10 @@ class ACLModel(BaselineModel):
         step_size: defaults to `2.5 * epsilon / steps`.
         adversarial_weight: weight of the adversarial branch (> 0).
         augmentation: a layer making random views; defaults to
-            `ViewAugmentation.forimage_input_shape(encoder's input shape)`.
+            `ViewAugmentation.for_input_shape(encoder's input shape)`.
+        batch_statistics: train the adversarial branch through training-mode
+            passes (above); None: when the encoder or projector has
+            BatchNormalization.
         seed: seed for the views and the attack's random starts.
 
     Example:
@@ -69,7 +76,8 @@ class ACLModel(BaselineModel):
     """
 
     def __init__(self, encoder, method="simclr", *, epsilon, norm="inf", steps=5, step_size=None,
-                 adversarial_weight=1.0, augmentation=None, seed=None, **kwargs):
+                 adversarial_weight=1.0, augmentation=None, batch_statistics=None, seed=None,
+                 **kwargs):
         super().__init__(epsilon=epsilon, norm=norm, steps=steps, step_size=step_size, seed=seed,
                          **kwargs)
         if not isinstance(encoder, keras.layers.Layer):
@@ -84,6 +92,9 @@ class ACLModel(BaselineModel):
         input_shape = image_input_shape(encoder)
         self.augmentation = resolve_augmentation(augmentation, input_shape, seed)
         self.shares_clean_target = behaves_same_in_training(encoder, self.method)
+        if batch_statistics is None:
+            batch_statistics = has_batch_normalization(encoder, self.method)
+        self.batch_statistics = bool(batch_statistics)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
         self.adversarial_ssl_loss_tracker = keras.metrics.Mean(name="adversarial_ssl_loss")
@@ -142,8 +153,11 @@ class ACLModel(BaselineModel):
         else:
             with tape.stop_recording():
                 v1_adv = self._craft(v1, target)
-        adversarial_ssl_loss = self.method.loss(self._project(v1_adv, False), target)
-        return ssl_loss, adversarial_ssl_loss
+        if training and self.batch_statistics:
+            adversarial, target = tf.split(batch_statistics_pass(
+                lambda: self._project(tf.concat([v1_adv, v2], 0), True), self.encoder, self.method), 2)
+            return ssl_loss, self.method.loss(adversarial, target)
+        return ssl_loss, self.method.loss(self._project(v1_adv, False), target)
 
     def train_step(self, data):
         v1, v2 = self._views(data)
@@ -173,6 +187,7 @@ class ACLModel(BaselineModel):
             method=serialize(self.method),
             adversarial_weight=self.adversarial_weight,
             augmentation=serialize(self.augmentation),
+            batch_statistics=self.batch_statistics,
         )
         return config
 

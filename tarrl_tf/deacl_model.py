@@ -9,7 +9,8 @@ from tarrl_tf import divergences
 from tarrl_tf.checks import checked_images
 from tarrl_tf.augment import resolve as resolve_augmentation
 from tarrl_tf.baselines import BaselineModel
-from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
+from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training,
+                               has_batch_normalization, image_input_shape)
 
 
 def cosine_distance(a, b):
@@ -46,12 +47,14 @@ class DeACLModel(BaselineModel):
     and BatchNorm statistics never change. Its representation must have as
     many values per example as the student's.
 
-    BatchNorm (as in `TARRLModel`): only the student's clean pass runs in
-    training mode, so its moving statistics come from clean images alone;
-    the attack and the adversarial pass run in inference mode, and the
-    robustness term compares them with an inference-mode pass of `x`
+    BatchNorm (as in `TARRLModel`): the student's moving statistics come
+    from its clean pass alone, and the attack runs in inference mode. With
+    BatchNorm (`batch_statistics`), the robustness term takes one
+    training-mode pass over `x` and `x_adv` together, and the moving
+    statistics are restored after it (see `encoders.batch_statistics_pass`);
+    without it, the term compares inference-mode passes of `x_adv` and `x`
     (the clean training pass itself for students without training-dependent
-    layers), so it measures the deployed function.
+    layers).
 
     Metrics: `loss`, `distillation_loss` and `robustness`. Evaluation uses
     the unaugmented images.
@@ -66,6 +69,8 @@ class DeACLModel(BaselineModel):
         weight: weight of the robustness term (> 0).
         augmentation: a layer making the training views; defaults to a weak
             one (crops of at least half the image, flips for RGB).
+        batch_statistics: train the robustness term through training-mode
+            passes (above); None: when the student has BatchNormalization.
         seed: seed for the views and the attack's random starts.
 
     Example:
@@ -85,7 +90,7 @@ class DeACLModel(BaselineModel):
     """
 
     def __init__(self, student, teacher, *, epsilon, norm="inf", steps=5, step_size=None,
-                 weight=1.0, augmentation=None, seed=None, **kwargs):
+                 weight=1.0, augmentation=None, batch_statistics=None, seed=None, **kwargs):
         super().__init__(epsilon=epsilon, norm=norm, steps=steps, step_size=step_size, seed=seed,
                          **kwargs)
         for name, model in [("student", student), ("teacher", teacher)]:
@@ -102,6 +107,9 @@ class DeACLModel(BaselineModel):
         input_shape = image_input_shape(student)
         self.augmentation = resolve_augmentation(augmentation, input_shape, seed, weak=True)
         self.shares_anchor = behaves_same_in_training(student)
+        if batch_statistics is None:
+            batch_statistics = has_batch_normalization(student)
+        self.batch_statistics = bool(batch_statistics)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.robustness_tracker = keras.metrics.Mean(name="robustness")
@@ -156,8 +164,12 @@ class DeACLModel(BaselineModel):
         else:
             with tape.stop_recording():
                 x_adv = self._craft(x, anchor)
-        robustness = tf.reduce_mean(cosine_distance(anchor, self.student(x_adv, training=False)))
-        return distillation_loss, robustness
+        if training and self.batch_statistics:
+            anchor, perturbed = tf.split(batch_statistics_pass(
+                lambda: self.student(tf.concat([x, x_adv], 0), training=True), self.student), 2)
+        else:
+            perturbed = self.student(x_adv, training=False)
+        return distillation_loss, tf.reduce_mean(cosine_distance(anchor, perturbed))
 
     def _images(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -191,6 +203,7 @@ class DeACLModel(BaselineModel):
             teacher=serialize(self.teacher),
             weight=self.weight,
             augmentation=serialize(self.augmentation),
+            batch_statistics=self.batch_statistics,
         )
         return config
 

@@ -19,15 +19,21 @@ ESTIMATORS = {
 }
 
 
-def make_encoder(input_shape, *, architecture="auto", width=None, seed=0):
-    """`small_cnn` for small grayscale images, `cifar_resnet` for RGB (or as asked)."""
+def make_encoder(input_shape, *, architecture="auto", width=None, norm=None, seed=0):
+    """`small_cnn` for small grayscale images, `cifar_resnet` for RGB (or as asked).
+
+    `norm` is the ResNet's normalization (`encoders.NORMS`, default `"batch"`);
+    `small_cnn` has none, and refuses one.
+    """
     if architecture == "auto":
         architecture = "cifar_resnet" if input_shape[-1] == 3 else "small_cnn"
     check_choice(architecture, ("small_cnn", "cifar_resnet"), name="architecture")
     keras.utils.set_random_seed(seed)
     if architecture == "small_cnn":
+        if norm is not None:
+            raise ValueError(f"small_cnn has no normalization layers; got norm={norm!r}")
         return encoders.small_cnn(input_shape=input_shape, width=width or 32)
-    return encoders.cifar_resnet(input_shape=input_shape, width=width or 16)
+    return encoders.cifar_resnet(input_shape=input_shape, width=width or 16, norm=norm or "batch")
 
 
 def make_regularizer(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2"):
@@ -117,6 +123,7 @@ def pretrain(
     warmup_epochs=0,
     regularize_on="images",
     regularized_fraction=1.0,
+    batch_statistics=None,
     seed=0,
     backup_dir=None,
     verbose=1,
@@ -136,6 +143,7 @@ def pretrain(
         regularize_on: `"images"` or `"views"` (see `TARRLModel`).
         regularized_fraction: the part of each batch `R` is estimated on
             (see `TARRLModel`).
+        batch_statistics: see `TARRLModel`; None decides from the encoder.
         seed: seed for views, random starts and shuffling.
         backup_dir: see `fit_model`.
         verbose: Keras verbosity.
@@ -150,7 +158,8 @@ def pretrain(
     model = TARRLModel(
         encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
         epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
-        regularize_on=regularize_on, regularized_fraction=regularized_fraction, seed=seed,
+        regularize_on=regularize_on, regularized_fraction=regularized_fraction,
+        batch_statistics=batch_statistics, seed=seed,
     )
     history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
                                  learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)

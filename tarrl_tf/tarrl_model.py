@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from tarrl_tf import augment, methods, regularizers
 from tarrl_tf.checks import InputCheckedModel, check_choice, checked_images
-from tarrl_tf.encoders import behaves_same_in_training, image_input_shape
+from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training,
+                               has_batch_normalization, image_input_shape)
 
 REGULARIZE_ON = ("images", "views")
 
@@ -21,16 +22,23 @@ class TARRLModel(InputCheckedModel):
     loss of any head built on the encoder (see ../METHOD.md); `weight=0` is
     exactly plain SSL.
 
-    The regularizer's passes run the encoder with `training=False`, so they
-    measure the function that downstream models use and never update
-    BatchNorm moving statistics; only the clean views do. The anchor `f(x)`
-    takes one extra inference-mode pass, except when `R` is estimated on
-    the first view of an encoder without training-dependent layers, which
-    shares the views' pass.
+    The search for `x'` runs the encoder with `training=False`, aiming at the
+    function that downstream models use. The differentiated passes of `R`
+    do too, unless the encoder has BatchNormalization: then `f(x)` and
+    `f(x')` take one training-mode pass together, normalized with that
+    batch's statistics, and the moving statistics are restored after it
+    (`encoders.batch_statistics_pass`), so only the clean views set them.
+    Through inference-mode BatchNorm the gradient takes the moving
+    statistics as constants, though training keeps moving them: on CIFAR-10
+    that broke training down (RESULTS.md). The anchor
+    `f(x)` takes one extra pass, except when `R` is estimated on the first
+    view of an encoder without training-dependent layers, which shares the
+    views' pass.
 
     Metrics: `loss`, `ssl_loss`, and `robustness` (the value of `R`; in
-    training only when `weight > 0`, in evaluation whenever a regularizer is
-    set, on the unaugmented inputs and at the full epsilon).
+    training only when `weight > 0`, as it is differentiated; in evaluation
+    whenever a regularizer is set, in inference mode, on the unaugmented
+    inputs and at the full epsilon).
 
     Args:
         encoder: any `keras.Model` (or layer) mapping float images
@@ -51,6 +59,9 @@ class TARRLModel(InputCheckedModel):
             gave higher PGD accuracy at the same clean accuracy (RESULTS.md).
         share_anchor: with `regularize_on="views"`, reuse the views' training
             pass as the anchor; None decides from the encoder's layers.
+        batch_statistics: differentiate `R` through training-mode passes
+            with the batch's statistics (above); None: when the encoder has
+            BatchNormalization. False reproduces the inference-mode passes.
         regularized_fraction: fraction of each batch on which `R` is
             estimated in training. `R` is a mean over inputs, so a part of
             the batch estimates it without bias at a proportionally lower
@@ -82,6 +93,7 @@ class TARRLModel(InputCheckedModel):
         regularize_on="images",
         share_anchor=None,
         regularized_fraction=1.0,
+        batch_statistics=None,
         seed=None,
         **kwargs,
     ):
@@ -113,6 +125,9 @@ class TARRLModel(InputCheckedModel):
             share_anchor = behaves_same_in_training(encoder)
         self.share_anchor = bool(share_anchor)
         self.regularized_fraction = float(regularized_fraction)
+        if batch_statistics is None:
+            batch_statistics = has_batch_normalization(encoder)
+        self.batch_statistics = bool(batch_statistics)
         self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
@@ -170,14 +185,26 @@ class TARRLModel(InputCheckedModel):
                 self.regularized_fraction * tf.cast(tf.shape(x)[0], "float32")), "int32")
             x = x[:count]
             anchor = None if anchor is None else anchor[:count]
+        if self.batch_statistics:
+            return self._batch_statistics_robustness(x, tape, epsilon)
         if anchor is None:
             anchor = self.encoder(x, training=False)
         with tape.stop_recording():
-            x_adv = self.regularizer.perturb(
-                self.encoder, x, anchor=tf.stop_gradient(anchor), epsilon=epsilon,
-                seed=self.seed_generator,
-            )
+            x_adv = self._perturb(x, anchor, epsilon)
         return tf.reduce_mean(self.regularizer.divergence(anchor, self.encoder(x_adv, training=False)))
+
+    def _batch_statistics_robustness(self, x, tape, epsilon):
+        with tape.stop_recording():
+            x_adv = self._perturb(x, self.encoder(x, training=False), epsilon)
+        # One pass over both, so the shift is measured under one normalization.
+        both = batch_statistics_pass(
+            lambda: self.encoder(tf.concat([x, x_adv], 0), training=True), self.encoder)
+        anchor, perturbed = tf.split(both, 2)
+        return tf.reduce_mean(self.regularizer.divergence(anchor, perturbed))
+
+    def _perturb(self, x, anchor, epsilon):
+        return self.regularizer.perturb(self.encoder, x, anchor=tf.stop_gradient(anchor),
+                                        epsilon=epsilon, seed=self.seed_generator)
 
     def train_step(self, data):
         images = self._images(data)
@@ -223,6 +250,7 @@ class TARRLModel(InputCheckedModel):
             regularize_on=self.regularize_on,
             share_anchor=self.share_anchor,
             regularized_fraction=self.regularized_fraction,
+            batch_statistics=self.batch_statistics,
             seed=self.seed,
         )
         return config

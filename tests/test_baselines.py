@@ -133,13 +133,14 @@ def test_deacl_never_changes_the_teacher(make_resnet):
 
 
 @pytest.mark.parametrize("kind", ["acl", "deacl"])
-def test_adversarial_passes_leave_batchnorm_statistics_alone(kind, make_resnet):
+@pytest.mark.parametrize("batch_statistics", [True, False])
+def test_adversarial_passes_leave_batchnorm_statistics_alone(kind, batch_statistics, make_resnet):
     """The moving statistics after a step are those of the clean training-mode pass alone."""
     x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
     encoder = make_resnet()
     control = make_resnet()
     control.set_weights(encoder.get_weights())
-    model = _model(kind, encoder)
+    model = _model(kind, encoder, batch_statistics=batch_statistics)
     model.fit(_dataset(kind, x, 16), epochs=1, verbose=0)
     if kind == "acl":
         assert not model.shares_clean_target
@@ -153,6 +154,15 @@ def test_adversarial_passes_leave_batchnorm_statistics_alone(kind, make_resnet):
     assert moving
     for a, b in moving:
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["acl", "deacl"])
+def test_batchnorm_encoders_train_the_adversarial_term_with_batch_statistics(kind, make_resnet,
+                                                                            make_cnn):
+    assert _model(kind, make_resnet()).batch_statistics
+    assert not _model(kind, make_cnn()).batch_statistics
+    model = _model(kind, make_resnet(), batch_statistics=False)
+    assert type(model).from_config(model.get_config()).batch_statistics is False
 
 
 def test_supervised_at_is_more_robust_than_its_plainly_trained_twin(make_cnn):

@@ -91,12 +91,13 @@ def test_regularized_training_lowers_held_out_r(make_cnn):
     assert history.history["robustness"][-1] < history.history["robustness"][0]
 
 
-def test_perturbed_passes_leave_batchnorm_statistics_alone(make_resnet):
+@pytest.mark.parametrize("batch_statistics", [True, False])
+def test_perturbed_passes_leave_batchnorm_statistics_alone(make_resnet, batch_statistics):
     x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
     encoder = make_resnet()
     control = _model(_copy_weights(encoder, make_resnet()), weight=0.0)
-    regularized = _model(encoder, weight=1.0)
-    assert not regularized.share_anchor  # BatchNorm: the anchor gets its own inference pass.
+    regularized = _model(encoder, weight=1.0, batch_statistics=batch_statistics)
+    assert not regularized.share_anchor  # BatchNorm: the anchor gets its own pass.
     assert _model(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])).share_anchor
     control.fit(_dataset(x, 16), epochs=1, verbose=0)
     regularized.fit(_dataset(x, 16), epochs=1, verbose=0)
@@ -105,6 +106,31 @@ def test_perturbed_passes_leave_batchnorm_statistics_alone(make_resnet):
     assert moving
     for a, b in zip(control.encoder.non_trainable_weights, regularized.encoder.non_trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_batchnorm_encoders_differentiate_r_with_batch_statistics(make_resnet, make_cnn):
+    assert _model(make_resnet()).batch_statistics
+    assert not _model(make_cnn()).batch_statistics
+    model = _model(make_resnet(), batch_statistics=False)
+    restored = tarrl_tf.TARRLModel.from_config(model.get_config())
+    assert restored.batch_statistics is False
+
+
+def test_r_through_batch_statistics_falls_on_a_batchnorm_encoder(make_resnet):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:8, 0:8] / 7.0
+    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(96, 3))]
+    x = np.repeat((0.5 + 0.45 * np.stack(shapes))[..., None], 3, axis=-1).astype("float32")
+    probe = regularizers.PGD(epsilon=0.1, steps=10)
+
+    def trained_r(weight):
+        keras.utils.set_random_seed(0)
+        model = _model(make_resnet(), weight=weight, regularizer=regularizers.PGD(epsilon=0.1, steps=3))
+        model.fit(_dataset(x[:64], 32), epochs=20, verbose=0)  # Long enough for the moving statistics.
+        # The deployed function: inference mode, moving statistics.
+        return float(probe(model.encoder, x[64:], seed=1))
+
+    assert trained_r(5.0) < 0.5 * trained_r(0.0)
 
 
 def test_warmups_scale_weight_and_epsilon(images, make_cnn):

@@ -265,6 +265,10 @@ def test_make_encoder_picks_the_architecture_from_the_channels():
     assert pretraining.make_encoder((8, 8, 1), width=4).name == "small_cnn"
     assert pretraining.make_encoder((8, 8, 3), width=4).name == "cifar_resnet"
     assert pretraining.make_encoder((8, 8, 3), architecture="small_cnn", width=4).name == "small_cnn"
+    group = pretraining.make_encoder((8, 8, 3), width=4, norm="group")
+    assert any(isinstance(l, keras.layers.GroupNormalization) for l in group.layers)
+    with pytest.raises(ValueError, match="small_cnn has no normalization"):
+        pretraining.make_encoder((8, 8, 1), width=4, norm="group")
     with pytest.raises(ValueError, match="architecture"):
         pretraining.make_encoder((8, 8, 1), architecture="vit")
 
