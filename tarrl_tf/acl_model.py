@@ -7,8 +7,8 @@ from tarrl_tf import methods
 from tarrl_tf.checks import checked_images
 from tarrl_tf.augment import resolve as resolve_augmentation
 from tarrl_tf.baselines import BaselineModel
-from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training,
-                               has_batch_normalization, image_input_shape)
+from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training, image_input_shape,
+                               resolve_batch_statistics)
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -92,9 +92,7 @@ class ACLModel(BaselineModel):
         input_shape = image_input_shape(encoder)
         self.augmentation = resolve_augmentation(augmentation, input_shape, seed)
         self.shares_clean_target = behaves_same_in_training(encoder, self.method)
-        if batch_statistics is None:
-            batch_statistics = has_batch_normalization(encoder, self.method)
-        self.batch_statistics = bool(batch_statistics)
+        self.batch_statistics = resolve_batch_statistics(batch_statistics, encoder, self.method)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
         self.adversarial_ssl_loss_tracker = keras.metrics.Mean(name="adversarial_ssl_loss")
@@ -154,8 +152,8 @@ class ACLModel(BaselineModel):
             with tape.stop_recording():
                 v1_adv = self._craft(v1, target)
         if training and self.batch_statistics:
-            adversarial, target = tf.split(batch_statistics_pass(
-                lambda: self._project(tf.concat([v1_adv, v2], 0), True), self.encoder, self.method), 2)
+            adversarial, target = batch_statistics_pass(
+                lambda z: self._project(z, True), v1_adv, v2, [self.encoder, self.method])
             return ssl_loss, self.method.loss(adversarial, target)
         return ssl_loss, self.method.loss(self._project(v1_adv, False), target)
 

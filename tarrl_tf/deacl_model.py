@@ -9,8 +9,8 @@ from tarrl_tf import divergences
 from tarrl_tf.checks import checked_images
 from tarrl_tf.augment import resolve as resolve_augmentation
 from tarrl_tf.baselines import BaselineModel
-from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training,
-                               has_batch_normalization, image_input_shape)
+from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training, image_input_shape,
+                               resolve_batch_statistics)
 
 
 def cosine_distance(a, b):
@@ -107,9 +107,7 @@ class DeACLModel(BaselineModel):
         input_shape = image_input_shape(student)
         self.augmentation = resolve_augmentation(augmentation, input_shape, seed, weak=True)
         self.shares_anchor = behaves_same_in_training(student)
-        if batch_statistics is None:
-            batch_statistics = has_batch_normalization(student)
-        self.batch_statistics = bool(batch_statistics)
+        self.batch_statistics = resolve_batch_statistics(batch_statistics, student)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.robustness_tracker = keras.metrics.Mean(name="robustness")
@@ -165,8 +163,8 @@ class DeACLModel(BaselineModel):
             with tape.stop_recording():
                 x_adv = self._craft(x, anchor)
         if training and self.batch_statistics:
-            anchor, perturbed = tf.split(batch_statistics_pass(
-                lambda: self.student(tf.concat([x, x_adv], 0), training=True), self.student), 2)
+            anchor, perturbed = batch_statistics_pass(
+                lambda z: self.student(z, training=True), x, x_adv, [self.student])
         else:
             perturbed = self.student(x_adv, training=False)
         return distillation_loss, tf.reduce_mean(cosine_distance(anchor, perturbed))

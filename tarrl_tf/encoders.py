@@ -159,8 +159,17 @@ def has_batch_normalization(*models):
     return bool(_batch_norm_layers(models))
 
 
-def batch_statistics_pass(fn, *models):
-    """Returns `fn()`, a training-mode pass, leaving the BatchNorm moving statistics of `models` as they were.
+def resolve_batch_statistics(batch_statistics, *models):
+    """A model's `batch_statistics` argument: None means whether `models` have BatchNorm."""
+    return has_batch_normalization(*models) if batch_statistics is None else bool(batch_statistics)
+
+
+def batch_statistics_pass(call, first, second, models):
+    """`call(first)` and `call(second)` as one training-mode batch; `models` keep their moving statistics.
+
+    `call` runs the models with `training=True`. One batch for both, so the
+    two are normalized alike and their difference is measured in the same
+    coordinates.
 
     A loss differentiated through inference-mode BatchNorm treats the moving
     statistics as constants, but every training pass moves them: training
@@ -175,11 +184,11 @@ def batch_statistics_pass(fn, *models):
     variables = [v for layer in _batch_norm_layers(models)
                  for v in (layer.moving_mean, layer.moving_variance)]
     saved = [tf.identity(v.value) for v in variables]
-    outputs = fn()
-    with tf.control_dependencies(tf.nest.flatten(outputs)):
+    outputs = call(tf.concat([first, second], 0))
+    with tf.control_dependencies([outputs]):
         for variable, value in zip(variables, saved):
             variable.assign(value)
-    return outputs
+    return tf.split(outputs, 2)
 
 
 def image_input_shape(encoder):

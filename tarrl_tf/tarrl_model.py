@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from tarrl_tf import augment, methods, regularizers
 from tarrl_tf.checks import InputCheckedModel, check_choice, checked_images
-from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training,
-                               has_batch_normalization, image_input_shape)
+from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training, image_input_shape,
+                               resolve_batch_statistics)
 
 REGULARIZE_ON = ("images", "views")
 
@@ -125,9 +125,7 @@ class TARRLModel(InputCheckedModel):
             share_anchor = behaves_same_in_training(encoder)
         self.share_anchor = bool(share_anchor)
         self.regularized_fraction = float(regularized_fraction)
-        if batch_statistics is None:
-            batch_statistics = has_batch_normalization(encoder)
-        self.batch_statistics = bool(batch_statistics)
+        self.batch_statistics = resolve_batch_statistics(batch_statistics, encoder)
         self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
@@ -196,10 +194,8 @@ class TARRLModel(InputCheckedModel):
     def _batch_statistics_robustness(self, x, tape, epsilon):
         with tape.stop_recording():
             x_adv = self._perturb(x, self.encoder(x, training=False), epsilon)
-        # One pass over both, so the shift is measured under one normalization.
-        both = batch_statistics_pass(
-            lambda: self.encoder(tf.concat([x, x_adv], 0), training=True), self.encoder)
-        anchor, perturbed = tf.split(both, 2)
+        anchor, perturbed = batch_statistics_pass(
+            lambda z: self.encoder(z, training=True), x, x_adv, [self.encoder])
         return tf.reduce_mean(self.regularizer.divergence(anchor, perturbed))
 
     def _perturb(self, x, anchor, epsilon):
