@@ -1,19 +1,22 @@
-"""Re-measures each zoo card's clean accuracy on real data (RobustBench's `test_clean_acc.py` idea).
+"""Checks each zoo card against its experiments row, and re-measures its clean accuracy on real
+data (RobustBench's `test_clean_acc.py` idea).
 
 The datasets are the offline copies in ../shared/datasets (CI has them
 there); `TARRL_DATASETS_DIR` points elsewhere. Where a card's dataset is
 absent the test says so plainly and skips that entry.
 """
 
+import json
 import os
 import pathlib
 
 import numpy as np
 import pytest
 
-from tarrl_tf import attacks, data, downstream, tasks, zoo
+from tarrl_tf import attacks, checks, data, downstream, tasks, zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "benchmarks" / "experiments.json"
 DATASETS = pathlib.Path(os.environ.get("TARRL_DATASETS_DIR", REPO.parent / "shared" / "datasets"))
 SUBSET = 300
 
@@ -24,6 +27,31 @@ def _entries():
 
 def test_the_zoo_is_not_empty():
     assert _entries(), "zoo/manifest.json lists no encoder"
+
+
+def _rows():
+    return {row["name"]: row for row in json.loads(EXPERIMENTS.read_text())["rows"]}
+
+
+@pytest.mark.parametrize("name", _entries())
+def test_card_was_trained_with_its_rows_settings(name):
+    # A row edited after its entry was published (e.g. more PGD steps) leaves a card that
+    # RESULTS.md would compare under settings it was not trained with.
+    row = _rows().get(name)
+    if row is None:
+        pytest.fail(f"{name} is in the zoo but has no row in {EXPERIMENTS.name}")
+    card = zoo.info(name)
+    trained = {key: card[key] for key in ("method", "dataset", "architecture", "regularizer")}
+    trained.update({key: card["training"].get(key)
+                    for key in ("epochs", "batch_size", "learning_rate", "train_examples")})
+    trained["threat_model"] = (checks.canonical_norm(card["threat_model"]["norm"]),
+                               card["threat_model"]["epsilon"])
+    wanted = {key: row.get(key) for key in trained if key != "threat_model"}
+    wanted["regularizer"] = row.get("regularizer", {})
+    wanted["threat_model"] = (checks.canonical_norm(row["threat_model"]["norm"]),
+                              row["threat_model"]["epsilon"])
+    stale = {key: (trained[key], wanted[key]) for key in trained if trained[key] != wanted[key]}
+    assert not stale, f"{name}: card vs row (card, row): {stale}; retrain with --replace"
 
 
 @pytest.mark.large
