@@ -6,6 +6,7 @@ there); `TARRL_DATASETS_DIR` points elsewhere. Where a card's dataset is
 absent the test says so plainly and skips that entry.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -29,8 +30,19 @@ def test_the_zoo_is_not_empty():
     assert _entries(), "zoo/manifest.json lists no encoder"
 
 
+@functools.cache
 def _rows():
     return {row["name"]: row for row in json.loads(EXPERIMENTS.read_text())["rows"]}
+
+
+def _settings(facts, training):
+    """What training depended on, from a card (`facts`, `facts["training"]`) or a row (both the row)."""
+    threat = facts["threat_model"]
+    return {"method": facts["method"], "dataset": facts["dataset"],
+            "architecture": facts["architecture"], "regularizer": facts.get("regularizer", {}),
+            "threat_model": (checks.canonical_norm(threat["norm"]), threat["epsilon"]),
+            **{key: training.get(key)
+               for key in ("epochs", "batch_size", "learning_rate", "train_examples")}}
 
 
 @pytest.mark.parametrize("name", _entries())
@@ -41,15 +53,7 @@ def test_card_was_trained_with_its_rows_settings(name):
     if row is None:
         pytest.fail(f"{name} is in the zoo but has no row in {EXPERIMENTS.name}")
     card = zoo.info(name)
-    trained = {key: card[key] for key in ("method", "dataset", "architecture", "regularizer")}
-    trained.update({key: card["training"].get(key)
-                    for key in ("epochs", "batch_size", "learning_rate", "train_examples")})
-    trained["threat_model"] = (checks.canonical_norm(card["threat_model"]["norm"]),
-                               card["threat_model"]["epsilon"])
-    wanted = {key: row.get(key) for key in trained if key != "threat_model"}
-    wanted["regularizer"] = row.get("regularizer", {})
-    wanted["threat_model"] = (checks.canonical_norm(row["threat_model"]["norm"]),
-                              row["threat_model"]["epsilon"])
+    trained, wanted = _settings(card, card["training"]), _settings(row, row)
     stale = {key: (trained[key], wanted[key]) for key in trained if trained[key] != wanted[key]}
     assert not stale, f"{name}: card vs row (card, row): {stale}; retrain with --replace"
 
