@@ -1,6 +1,7 @@
 r"""Small ablations of the regularizer on an MNIST subset: estimator, divergence, weight, seed.
 
-Each configuration pretrains a small CNN (SimCLR + weight * R) on the first
+Each configuration pretrains a small CNN (SimCLR + weight * R, or any
+training method of `tarrl_tf.training` with --method) on the first
 --train_examples MNIST images, trains a plain linear probe on 10,000 labelled
 training images, and attacks it with PGD-20 (random start; L-inf, or L2 with
 --eval_norm=2) at each of --eval_epsilons on the first 500 test images. One
@@ -20,6 +21,15 @@ passes against batch statistics, on a width-8 ResNet:
         --dataset=npz:../shared/datasets/cifar10/cifar10.npz --width=8 --train_examples=5000 \
         --epochs=15 --weight=10 --divergence=normalized_relative_l2 --steps=3 \
         --epsilon=0.0313725 --eval_epsilons=0.0313725 --output=benchmarks/batchnorm.jsonl
+
+The CIFAR-10 proxy of the natural-images search (RESULTS.md), a baseline on it, and a second
+stage from a saved SimCLR encoder:
+    python benchmarks/ablation.py --name=cifar_proxy_acl --method=acl \
+        --dataset=npz:../shared/datasets/cifar10/cifar10.npz --width=8 --train_examples=5000 \
+        --epochs=15 --steps=3 --epsilon=0.0313725 --eval_epsilons=0.0313725 \
+        --output=benchmarks/cifar_proxy.jsonl
+    python benchmarks/ablation.py --name=cifar_proxy_w10_from_simclr ... \
+        --weight=10 --init_encoder=runs/ablation/cifar_proxy_simclr/encoder.keras
 """
 
 import os
@@ -31,7 +41,8 @@ import pathlib
 
 from absl import app, flags
 
-from tarrl_tf import attacks, data, divergences, evaluation, pretraining
+from tarrl_tf import attacks, data, evaluation, pipeline, training
+from tarrl_tf.robustness import divergences, regularizers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EVAL_ATTACKS = {"inf": "pgd_linf", "2": "pgd_l2"}
@@ -43,8 +54,14 @@ flags.DEFINE_string("name", None, "Name of the configuration.", required=True)
 flags.DEFINE_string("dataset", f"npz:{REPO.parent / 'shared' / 'datasets' / 'mnist' / 'mnist.npz'}",
                     "Data source.")
 flags.DEFINE_integer("seed", 0, "Seed of the encoder's initialization and of pretraining.")
+flags.DEFINE_enum("method", "tarrl", list(training.METHODS.names()),
+                  "Training method (tarrl with --weight=0 is plain SimCLR).")
+flags.DEFINE_string("teacher", None, "deacl's teacher: a .keras encoder.")
+flags.DEFINE_string("init_encoder", None, "Start from this .keras encoder (a second stage).")
+flags.DEFINE_string("runs_dir", str(REPO / "runs" / "ablation"),
+                    "Each configuration's encoder and backup go to <runs_dir>/<name>/.")
 flags.DEFINE_float("weight", 0.0, "Regularizer weight (0: plain SimCLR).")
-flags.DEFINE_enum("estimator", "pgd", sorted(pretraining.ESTIMATORS), "Estimator.")
+flags.DEFINE_enum("estimator", "pgd", list(regularizers.ESTIMATORS.names()), "Estimator.")
 flags.DEFINE_integer("steps", 3, "PGD steps / power iterations.")
 flags.DEFINE_enum("norm", "inf", ["inf", "2"], "Norm of the training threat model.")
 flags.DEFINE_float("epsilon", 0.3, "Training radius (in --norm).")
@@ -75,24 +92,19 @@ def main(argv):
     eval_attack = EVAL_ATTACKS[FLAGS.eval_norm]
     specs = [attacks.make_attack(eval_attack, epsilon=float(e), steps=EVAL_STEPS)
              for e in FLAGS.eval_epsilons]
-    x, _ = data.load_arrays(FLAGS.dataset, "train", max_examples=FLAGS.train_examples)
-    encoder = pretraining.make_encoder(x.shape[1:], width=FLAGS.width, norm=FLAGS.normalization,
-                                       seed=FLAGS.seed)
-    regularizer = pretraining.make_regularizer(FLAGS.estimator, epsilon=FLAGS.epsilon, norm=FLAGS.norm,
-                                               steps=FLAGS.steps, divergence=FLAGS.divergence)
-    batch_statistics = {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics]
-    model, history, seconds = pretraining.pretrain(
-        encoder, x, regularizer=regularizer, weight=FLAGS.weight, epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        warmup_epochs=FLAGS.warmup_epochs, regularize_on=FLAGS.regularize_on,
-        regularized_fraction=FLAGS.regularized_fraction, batch_statistics=batch_statistics,
-        seed=FLAGS.seed, verbose=0)
+    x, y = data.load_arrays(FLAGS.dataset, "train", max_examples=FLAGS.train_examples)
+    run_dir = pathlib.Path(FLAGS.runs_dir) / FLAGS.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    encoder, history, seconds = pipeline.train(row(x), x, y, run_dir, pipeline.Settings(
+        datasets_dir=str(REPO.parent / "shared" / "datasets"), output_dir=FLAGS.runs_dir))
+    encoder.save(run_dir / "encoder.keras")
     # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
     report, _, _ = evaluation.evaluate_on_dataset(
         encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, attack_specs=specs,
         num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES, sanity_checks=False)
     line = {
-        "name": FLAGS.name, "weight": FLAGS.weight, "estimator": FLAGS.estimator,
+        "name": FLAGS.name, "method": FLAGS.method, "weight": FLAGS.weight,
+        "estimator": FLAGS.estimator, "init_encoder": FLAGS.init_encoder,
         "steps": FLAGS.steps, "divergence": FLAGS.divergence, "seconds": round(seconds),
         "clean_accuracy": report["clean_accuracy"],
         "robust_accuracy": {str(a["epsilon"]): a["robust_accuracy"] for a in report["attacks"]},
@@ -102,7 +114,7 @@ def main(argv):
         "training_history": {k: [round(v, 4) for v in values] for k, values in history.items()},
         "architecture": encoder.name,
         "normalization": FLAGS.normalization or ("batch" if encoder.name == "cifar_resnet" else None),
-        "batch_statistics": model.batch_statistics,
+        "batch_statistics": {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics],
         "seed": FLAGS.seed, "norm": FLAGS.norm, "epsilon": FLAGS.epsilon,
         "warmup_epochs": FLAGS.warmup_epochs, "regularize_on": FLAGS.regularize_on,
         "regularized_fraction": FLAGS.regularized_fraction,
@@ -116,6 +128,32 @@ def main(argv):
     pathlib.Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
     with open(FLAGS.output, "a") as f:
         f.write(json.dumps(line) + "\n")
+
+
+def row(x):
+    """The configuration as an experiments row (`tarrl_tf.pipeline.train` trains it)."""
+    method = FLAGS.method
+    if method == "tarrl" and FLAGS.weight == 0:
+        method = "simclr"
+    regularizer = {"steps": FLAGS.steps, "warmup_epochs": FLAGS.warmup_epochs}
+    if method == "tarrl":
+        regularizer.update(estimator=FLAGS.estimator, divergence=FLAGS.divergence,
+                           weight=FLAGS.weight, regularize_on=FLAGS.regularize_on,
+                           regularized_fraction=FLAGS.regularized_fraction)
+    batch_statistics = {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics]
+    if batch_statistics is not None and method in ("tarrl", "acl", "deacl"):
+        regularizer["batch_statistics"] = batch_statistics
+    if method == "deacl":
+        regularizer.pop("warmup_epochs")  # DeACL's rows have no warm-up.
+    return {
+        "name": FLAGS.name, "method": method, "seed": FLAGS.seed,
+        "architecture": "cifar_resnet" if x.shape[-1] == 3 else "small_cnn",
+        "width": FLAGS.width, "normalization": FLAGS.normalization,
+        "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size,
+        "learning_rate": FLAGS.learning_rate,
+        "threat_model": {"norm": FLAGS.norm, "epsilon": FLAGS.epsilon},
+        "regularizer": regularizer, "teacher": FLAGS.teacher, "init_encoder": FLAGS.init_encoder,
+    }
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from absl import app, flags
 
 import keras
 import tarrl_tf
-from tarrl_tf import baselines, regularizers
+from tarrl_tf import training
+from tarrl_tf.robustness import regularizers
 
 flags.DEFINE_enum("encoder", "small_cnn", ["small_cnn", "cifar_resnet"], "Encoder to time.")
 flags.DEFINE_integer("batch_size", 256, "Images per step.")
@@ -38,7 +39,7 @@ def configurations(encoder_fn, epsilon):
 
     def baseline(name, steps):
         teacher = {"teacher": encoder_fn()} if name == "deacl" else {}
-        return lambda: baselines.build(name, encoder_fn(), epsilon=epsilon, norm="inf",
+        return lambda: training.build(name, encoder_fn(), epsilon=epsilon, norm="inf",
                                        steps=steps, seed=0, **teacher)
 
     return {

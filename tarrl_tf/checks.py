@@ -7,7 +7,6 @@ silent cast, rescale or clip.
 
 import contextlib
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -78,7 +77,10 @@ def checked_images(x, *, clip_min=0.0, clip_max=1.0):
 
 @contextlib.contextmanager
 def graph_errors_as_value_errors():
-    """Re-raises a failed in-graph input check (an InvalidArgumentError) as a ValueError."""
+    """Re-raises a failed in-graph input check (an InvalidArgumentError) as a ValueError.
+
+    The training models' `fit` and `evaluate` run inside it (`training.base.TrainingModel`).
+    """
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
@@ -86,21 +88,6 @@ def graph_errors_as_value_errors():
             raise
         line = next(l for l in str(error.message).splitlines() if ERROR_MARKER in l)
         raise ValueError(f"Input {line[line.index(ERROR_MARKER) + len(ERROR_MARKER):]}") from None
-
-
-class InputCheckedModel(keras.Model):
-    """A training model whose `fit` and `evaluate` report failed in-graph input checks as ValueError.
-
-    Base class of `TARRLModel` and the baselines, whose steps call `checked_images`.
-    """
-
-    def fit(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
-            return super().fit(*args, **kwargs)
-
-    def evaluate(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
-            return super().evaluate(*args, **kwargs)
 
 
 def check_choice(value, choices, *, name):

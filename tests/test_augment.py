@@ -1,6 +1,6 @@
 import numpy as np
 
-from tarrl_tf.augment import ViewAugmentation
+from tarrl_tf.ssl.augment import ViewAugmentation
 
 
 def test_views_are_valid_random_and_reproducible(images):

@@ -6,28 +6,11 @@ import pytest
 import tensorflow as tf
 
 from tarrl_tf import attacks, downstream
+from tarrl_tf.testing import dense_encoder as make_dense_encoder
+from tarrl_tf.testing import prototype_data
 
-NUM_CLASSES = 3
+NUM_CLASSES = 3  # of `testing.prototype_data`'s default problem
 IMAGE_SHAPE = (8, 8, 1)
-
-
-def make_dense_encoder(seed=0, dim=16):
-    """A fixed random projection (Flatten -> Dense -> tanh): keeps the pixels' layout, so a
-    linear probe on it separates classes that differ by a per-pixel prototype."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(IMAGE_SHAPE)
-    features = keras.layers.Dense(dim, activation="tanh")(keras.layers.Flatten()(inputs))
-    return keras.Model(inputs, features, name="dense_encoder")
-
-
-def prototype_data(n, seed=0):
-    """Three classes: a random prototype image per class plus small noise (easily separable)."""
-    rng = np.random.default_rng(seed)
-    prototypes = np.random.default_rng(123).uniform(0.2, 0.8, (NUM_CLASSES, *IMAGE_SHAPE))
-    y = np.arange(n) % NUM_CLASSES
-    rng.shuffle(y)
-    x = np.clip(prototypes[y] + rng.uniform(-0.05, 0.05, (n, *IMAGE_SHAPE)), 0, 1)
-    return x.astype("float32"), y.astype("int64")
 
 
 def weights_of(model):

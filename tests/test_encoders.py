@@ -43,7 +43,7 @@ def test_group_norm_resnet_computes_the_same_function_in_training_and_inference(
     kwargs = dict(input_shape=(8, 8, 3), width=4, blocks_per_stage=(1, 1, 1, 1))
     group = tarrl_tf.encoders.cifar_resnet(norm="group", **kwargs)
     batch = tarrl_tf.encoders.cifar_resnet(**kwargs)
-    assert tarrl_tf.encoders.behaves_same_in_training(group)
+    assert tarrl_tf.robustness.batchnorm.behaves_same_in_training(group)
     np.testing.assert_allclose(group(x, training=True), group(x, training=False), atol=1e-5)
     assert not np.allclose(batch(x, training=True), batch(x, training=False), atol=1e-3)
 
@@ -52,13 +52,13 @@ def test_batch_statistics_pass_trains_through_batch_statistics_and_keeps_moving_
     x = tf.constant(np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32))
     encoder = tarrl_tf.encoders.cifar_resnet(input_shape=(8, 8, 3), width=4,
                                              blocks_per_stage=(1, 1, 1, 1))
-    assert tarrl_tf.encoders.has_batch_normalization(encoder)
+    assert tarrl_tf.robustness.batchnorm.has_batch_normalization(encoder)
     before = [w.numpy() for w in encoder.non_trainable_weights]
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            out = tf.concat(tarrl_tf.encoders.batch_statistics_pass(
+            out = tf.concat(tarrl_tf.robustness.batchnorm.batch_statistics_pass(
                 lambda z: encoder(z, training=True), x[:4], x[4:], [encoder]), 0)
             loss = tf.reduce_sum(tf.square(out))
         return out, tape.gradient(loss, encoder.trainable_variables)

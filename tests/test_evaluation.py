@@ -10,8 +10,10 @@ import pytest
 import tensorflow as tf
 
 from tarrl_tf import attacks, downstream, evaluation, export, files, reports, zoo
+from tarrl_tf.testing import dense_encoder as make_dense_encoder
+from tarrl_tf.testing import prototype_data
 
-NUM_CLASSES = 3
+NUM_CLASSES = 3  # of `testing.prototype_data`'s default problem
 IMAGE_SHAPE = (8, 8, 1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Report keys whose values must be JSON numbers (never strings such as "0.3").
@@ -20,24 +22,6 @@ NUMERIC_KEYS = {
     "epsilon", "steps", "step_size", "robust_accuracy", "adversarial_loss", "R", "mean_shift",
     "lipschitz", "representation_shift", "bound",
 }
-
-
-def make_dense_encoder(seed=0, dim=16, input_shape=IMAGE_SHAPE):
-    """A fixed random projection (Flatten -> Dense -> tanh): a linear probe on it works."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(input_shape)
-    features = keras.layers.Dense(dim, activation="tanh")(keras.layers.Flatten()(inputs))
-    return keras.Model(inputs, features, name="dense_encoder")
-
-
-def prototype_data(n, seed=0):
-    """Three classes: a random prototype image per class plus small noise."""
-    rng = np.random.default_rng(seed)
-    prototypes = np.random.default_rng(123).uniform(0.2, 0.8, (NUM_CLASSES, *IMAGE_SHAPE))
-    y = np.arange(n) % NUM_CLASSES
-    rng.shuffle(y)
-    x = np.clip(prototypes[y] + rng.uniform(-0.05, 0.05, (n, *IMAGE_SHAPE)), 0, 1)
-    return x.astype("float32"), y.astype("int64")
 
 
 def numeric_values(report):

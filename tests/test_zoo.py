@@ -364,7 +364,7 @@ def test_failed_entry_leaves_no_trace(zoo_copy, monkeypatch):
         path.write_text(path.read_text()[:50])  # half a card
         raise OSError("simulated crash while writing the model card")
 
-    monkeypatch.setattr(export, "write_model_card", crash_writing_card)
+    monkeypatch.setattr(zoo.publish, "write_model_card", crash_writing_card)
     with pytest.raises(OSError, match="simulated crash"):
         export.create_zoo_entry(
             encoder,
@@ -517,7 +517,7 @@ def test_an_entry_published_meanwhile_stays_in_the_manifest(zoo_copy, monkeypatc
             export.create_zoo_entry(other, name=pending.pop(), zoo_dir=zoo_copy, **_facts())
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(export, "export_serving", export_while_another_publishes)
+    monkeypatch.setattr(zoo.publish, "export_serving", export_while_another_publishes)
     encoder, _ = _tiny_models(seed=2)
     export.create_zoo_entry(encoder, name="tiny_new", zoo_dir=zoo_copy, **_facts())
     assert zoo.list(zoo_dir=zoo_copy) == sorted([WITH_HEAD, NO_HEAD, "tiny_meanwhile", "tiny_new"])

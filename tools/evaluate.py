@@ -18,13 +18,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
-from tarrl_tf import attacks, evaluation, reports
+from tarrl_tf import attacks, evaluation
+from tarrl_tf.evaluation import downstream, reports
 
 flags.DEFINE_string("encoder", None, "A .keras encoder file or a zoo name.", required=True)
 flags.DEFINE_string("dataset", "digits", "'digits', 'npz:PATH', or a TFDS name.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-flags.DEFINE_string("task", "labels", "Downstream task (see tarrl_tf.tasks).")
-flags.DEFINE_enum("head", "linear", ["linear", "mlp"], "Downstream head.")
+flags.DEFINE_string("task", "labels", "Downstream task (see tarrl_tf.evaluation.tasks).")
+flags.DEFINE_enum("head", "linear", list(downstream.HEADS), "Downstream head.")
 flags.DEFINE_boolean("fine_tune", False, "Fine-tune the encoder too (plain training).")
 flags.DEFINE_list("attacks", ["pgd_linf", "fgsm"], f"Attacks, of {list(attacks.ATTACK_NAMES)}.")
 flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "Radii of the attacks.")

@@ -19,15 +19,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
-from tarrl_tf import data, divergences, evaluation, pretraining, reports
+from tarrl_tf import data, encoders, evaluation
+from tarrl_tf.evaluation import reports
+from tarrl_tf.robustness import divergences, regularizers
+from tarrl_tf.ssl import methods
+from tarrl_tf.training import pretraining
 
 flags.DEFINE_string("dataset", "digits", "'digits', 'npz:PATH', or a TFDS name.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 flags.DEFINE_integer("train_examples", None, "Pretrain on the first N training images (default: all).")
-flags.DEFINE_enum("architecture", "auto", ["auto", "small_cnn", "cifar_resnet"], "Encoder.")
+flags.DEFINE_enum("architecture", "auto", ["auto", *encoders.ARCHITECTURES.names()], "Encoder.")
 flags.DEFINE_integer("width", None, "Encoder width (default: the architecture's).")
-flags.DEFINE_enum("method", "simclr", ["simclr", "barlow_twins"], "Self-supervised method.")
-flags.DEFINE_enum("estimator", "pgd", sorted(pretraining.ESTIMATORS), "Regularizer estimator.")
+flags.DEFINE_enum("method", "simclr", list(methods.METHODS.names()), "Self-supervised method.")
+flags.DEFINE_enum("estimator", "pgd", list(regularizers.ESTIMATORS.names()), "Regularizer estimator.")
 flags.DEFINE_enum("norm", "inf", ["inf", "2"], "Threat model norm.")
 flags.DEFINE_float("epsilon", 0.1, "Threat model radius (images in [0, 1]).")
 flags.DEFINE_integer("steps", 5, "PGD steps, or power iterations.")

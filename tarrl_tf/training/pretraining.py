@@ -1,5 +1,6 @@
 """One pretraining run from plain values: what `tools/pretrain.py` and the experiments call."""
 
+import inspect
 import json
 import os
 import time
@@ -7,16 +8,11 @@ import warnings
 
 import keras
 
-from tarrl_tf import data, encoders, regularizers
-from tarrl_tf.checks import check_choice
+from tarrl_tf import data, encoders
 from tarrl_tf.files import write_atomic
-from tarrl_tf.tarrl_model import TARRLModel
-
-ESTIMATORS = {
-    "pgd": regularizers.PGD,
-    "fgsm": regularizers.FGSM,
-    "power_iteration": regularizers.PowerIteration,
-}
+from tarrl_tf.robustness import regularizers
+from tarrl_tf.robustness.regularizers import ESTIMATORS  # noqa: F401 (its old home)
+from tarrl_tf.training.tarrl_model import TARRLModel
 
 
 def make_encoder(input_shape, *, architecture="auto", width=None, norm=None, seed=0):
@@ -27,24 +23,20 @@ def make_encoder(input_shape, *, architecture="auto", width=None, norm=None, see
     """
     if architecture == "auto":
         architecture = "cifar_resnet" if input_shape[-1] == 3 else "small_cnn"
-    check_choice(architecture, ("small_cnn", "cifar_resnet"), name="architecture")
+    builder = encoders.ARCHITECTURES.get(architecture)
+    options = {"width": width} if width else {}
+    if norm is not None:
+        if "norm" not in inspect.signature(builder).parameters:
+            raise ValueError(f"{architecture} has no normalization layers; got norm={norm!r}")
+        options["norm"] = norm
     keras.utils.set_random_seed(seed)
-    if architecture == "small_cnn":
-        if norm is not None:
-            raise ValueError(f"small_cnn has no normalization layers; got norm={norm!r}")
-        return encoders.small_cnn(input_shape=input_shape, width=width or 32)
-    return encoders.cifar_resnet(input_shape=input_shape, width=width or 16, norm=norm or "batch")
+    return builder(input_shape=input_shape, **options)
 
 
 def make_regularizer(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2"):
     """A regularizer by estimator name; `steps` is PGD's steps or power iterations."""
-    check_choice(estimator, ESTIMATORS, name="estimator")
-    if estimator == "pgd":
-        return regularizers.PGD(epsilon=epsilon, norm=norm, steps=steps, divergence=divergence)
-    if estimator == "fgsm":
-        return regularizers.FGSM(epsilon=epsilon, norm=norm, divergence=divergence)
-    return regularizers.PowerIteration(epsilon=epsilon, norm=norm, iterations=steps,
-                                       divergence=divergence)
+    return regularizers.build(estimator, epsilon=epsilon, norm=norm, steps=steps,
+                              divergence=divergence)
 
 
 def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_dir=None, verbose=1):

@@ -5,12 +5,14 @@ import math
 import keras
 import tensorflow as tf
 
-from tarrl_tf import divergences
 from tarrl_tf.checks import checked_images
-from tarrl_tf.augment import resolve as resolve_augmentation
-from tarrl_tf.baselines import BaselineModel
-from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training, image_input_shape,
-                               resolve_batch_statistics)
+from tarrl_tf.encoders import image_input_shape
+from tarrl_tf.robustness import divergences
+from tarrl_tf.robustness.batchnorm import (batch_statistics_pass, behaves_same_in_training,
+                                           resolve_batch_statistics)
+from tarrl_tf.ssl.augment import resolve as resolve_augmentation
+from tarrl_tf.training.base import BaselineModel, check_model, unrecorded
+from tarrl_tf.training.registry import TrainingMethod, register
 
 
 def cosine_distance(a, b):
@@ -51,7 +53,7 @@ class DeACLModel(BaselineModel):
     from its clean pass alone, and the attack runs in inference mode. With
     BatchNorm (`batch_statistics`), the robustness term takes one
     training-mode pass over `x` and `x_adv` together, and the moving
-    statistics are restored after it (see `encoders.batch_statistics_pass`);
+    statistics are restored after it (see `robustness.batchnorm.batch_statistics_pass`);
     without it, the term compares inference-mode passes of `x_adv` and `x`
     (the clean training pass itself for students without training-dependent
     layers).
@@ -75,7 +77,7 @@ class DeACLModel(BaselineModel):
 
     Example:
     ```python
-    model = tarrl_tf.deacl_model.DeACLModel(
+    model = tarrl_tf.DeACLModel(
         tarrl_tf.encoders.cifar_resnet(), teacher=simclr_encoder,
         epsilon=8 / 255, norm="inf", steps=5, weight=2.0, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -89,13 +91,16 @@ class DeACLModel(BaselineModel):
         github.com/pantheon5100/DeACL (`solo/methods/mocov2_distillation_AT.py`).
     """
 
+    metric_names = ("loss", "distillation_loss", "robustness")
+    nested_models = ("student", "teacher")
+    serialized_parts = ("augmentation",)
+
     def __init__(self, student, teacher, *, epsilon, norm="inf", steps=5, step_size=None,
                  weight=1.0, augmentation=None, batch_statistics=None, seed=None, **kwargs):
         super().__init__(epsilon=epsilon, norm=norm, steps=steps, step_size=step_size, seed=seed,
                          **kwargs)
-        for name, model in [("student", student), ("teacher", teacher)]:
-            if not isinstance(model, keras.layers.Layer):
-                raise ValueError(f"{name} must be a keras.Model or keras.layers.Layer, got {type(model)}")
+        check_model(student, "student")
+        check_model(teacher, "teacher")
         if student is teacher:
             raise ValueError("student and teacher must be different models (the teacher is frozen)")
         if not weight > 0:
@@ -104,25 +109,18 @@ class DeACLModel(BaselineModel):
         self.student = student
         self.teacher = teacher
         self.weight = float(weight)
-        input_shape = image_input_shape(student)
-        self.augmentation = resolve_augmentation(augmentation, input_shape, seed, weak=True)
+        self.augmentation = resolve_augmentation(augmentation, image_input_shape(student), seed,
+                                                 weak=True)
         self.shares_anchor = behaves_same_in_training(student)
         self.batch_statistics = resolve_batch_statistics(batch_statistics, student)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self.robustness_tracker = keras.metrics.Mean(name="robustness")
-        if input_shape is not None:
-            self.build(input_shape)
+        self.build_from(student)
 
     @property
     def encoder(self):
         """The student: the encoder this model trains."""
         return self.student
 
-    def build(self, input_shape):
-        for model in (self.student, self.teacher):
-            if not model.built:
-                model.build(input_shape)
+    def build_parts(self, input_shape):
         sizes = [math.prod(model.compute_output_shape(input_shape)[1:])
                  for model in (self.student, self.teacher)]
         if sizes[0] != sizes[1]:
@@ -130,11 +128,6 @@ class DeACLModel(BaselineModel):
                 f"student and teacher representations must have the same size, got {sizes[0]} "
                 f"(student) and {sizes[1]} (teacher)")
         self.augmentation.build(input_shape)
-        self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.distillation_loss_tracker, self.robustness_tracker]
 
     def objective(self, x_adv, x):
         """Mean `1 - cos(s(x_adv), s(x))` in inference mode: the term PGD maximizes."""
@@ -157,11 +150,8 @@ class DeACLModel(BaselineModel):
         features = self.student(x, training=training)
         distillation_loss = tf.reduce_mean(cosine_distance(features, target))
         anchor = features if self.shares_anchor or not training else self.student(x, training=False)
-        if tape is None:
+        with unrecorded(tape):
             x_adv = self._craft(x, anchor)
-        else:
-            with tape.stop_recording():
-                x_adv = self._craft(x, anchor)
         if training and self.batch_statistics:
             anchor, perturbed = batch_statistics_pass(
                 lambda z: self.student(z, training=True), x, x_adv, [self.student])
@@ -180,34 +170,17 @@ class DeACLModel(BaselineModel):
             loss = distillation_loss + self.weight * robustness
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(loss, distillation_loss, robustness)
+        return self.record(loss=loss, distillation_loss=distillation_loss, robustness=robustness)
 
     def test_step(self, data):
         distillation_loss, robustness = self._terms(self._images(data), training=False)
-        return self._update_metrics(distillation_loss + self.weight * robustness,
-                                    distillation_loss, robustness)
-
-    def _update_metrics(self, loss, distillation_loss, robustness):
-        self.loss_tracker.update_state(loss)
-        self.distillation_loss_tracker.update_state(distillation_loss)
-        self.robustness_tracker.update_state(robustness)
-        return {m.name: m.result() for m in self.metrics}
+        return self.record(loss=distillation_loss + self.weight * robustness,
+                           distillation_loss=distillation_loss, robustness=robustness)
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
-        config.update(
-            student=serialize(self.student),
-            teacher=serialize(self.teacher),
-            weight=self.weight,
-            augmentation=serialize(self.augmentation),
-            batch_statistics=self.batch_statistics,
-        )
+        config.update(weight=self.weight, batch_statistics=self.batch_statistics)
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for name in ("student", "teacher"):
-            config[name] = keras.saving.deserialize_keras_object(config[name])
-        return cls(**config)
+
+register(TrainingMethod("deacl", make=DeACLModel, needs=("teacher",)))

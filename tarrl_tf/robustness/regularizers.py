@@ -9,92 +9,24 @@ clip_min <= x' <= clip_max}`.
 All passes over perturbed inputs run the encoder with `training=False`: `R`
 is measured on the function that downstream heads and attackers see, and
 BatchNorm moving statistics are never updated from perturbed inputs.
+
+Adding an estimator: a `Regularizer` subclass implementing `perturb`, made
+serializable and registered in `ESTIMATORS` (set `steps_argument` if it has
+a number of steps); `tools/pretrain.py --estimator` and the experiments rows
+find it by name.
 """
 
 import keras
 import tensorflow as tf
 
-from tarrl_tf import divergences
 from tarrl_tf.checks import canonical_norm, checked_images
+from tarrl_tf.registry import Registry
+from tarrl_tf.robustness import divergences
+from tarrl_tf.robustness.search import madry_step_size, project, projected_gradient_ascent, unit
+# Public here in 0.1.0, before the search had its own module.
+from tarrl_tf.robustness.search import ascent_direction, random_in_ball  # noqa: F401, E402
 
-_TINY = 1e-12
-
-
-def _per_example_norm(v):
-    return tf.sqrt(tf.reduce_sum(tf.square(v), axis=tf.range(1, tf.rank(v)), keepdims=True))
-
-
-def _unit(v):
-    return v / (_per_example_norm(v) + _TINY)
-
-
-def project(x_adv, x, epsilon, norm, clip_min, clip_max):
-    """Projects `x_adv` onto `B(x)`: the eps-ball first, then the valid range.
-
-    Clipping to the range after the ball projection keeps the point inside
-    the ball, because `x` itself lies in the range.
-    """
-    delta = x_adv - x
-    if norm == "inf":
-        delta = tf.clip_by_value(delta, -epsilon, epsilon)
-    else:
-        delta = delta * tf.minimum(1.0, epsilon / (_per_example_norm(delta) + _TINY))
-    return tf.clip_by_value(x + delta, clip_min, clip_max)
-
-
-def random_in_ball(x, epsilon, norm, seed):
-    """A random perturbation inside the eps-ball (uniform for L-inf, radius-uniform for L2)."""
-    if norm == "inf":
-        return keras.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed) * epsilon
-    direction = _unit(keras.random.normal(tf.shape(x), dtype=x.dtype, seed=seed))
-    radius = keras.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype, seed=seed)
-    return direction * radius * epsilon
-
-
-def ascent_direction(gradient, norm):
-    """The steepest-ascent step of unit size in the given norm."""
-    return tf.sign(gradient) if norm == "inf" else _unit(gradient)
-
-
-def projected_gradient_ascent(objective, x, *, epsilon, norm, steps, step_size, random_start=True,
-                              clip_min=0.0, clip_max=1.0, seed=None):
-    """Maximizes `objective(x')` over `B(x)` by projected gradient ascent (Madry et al.).
-
-    The one PGD loop of the package: the regularizers and the robust-SSL
-    baselines differ only in the objective they hand it. The loop has a fixed
-    length inside the graph (`tf.while_loop`), so it is traced once.
-
-    Args:
-        objective: maps a batch `x'` to a scalar to maximize; a sum over
-            examples, so each example's input gradient is independent of the
-            batch size.
-        x: the clean batch.
-        epsilon: radius of the ball (float or scalar tensor).
-        norm: `"inf"` or `"2"` (canonical, see `tarrl_tf.checks.canonical_norm`).
-        steps: number of ascent steps (Python int).
-        step_size: size of each step.
-        random_start: start from a random point of the ball.
-        clip_min: lowest valid input value.
-        clip_max: highest valid input value.
-        seed: an int or a `keras.random.SeedGenerator`.
-
-    Returns:
-        The perturbed batch, with no gradient flowing through it.
-    """
-    x_adv = x
-    if random_start:
-        x_adv = project(x + random_in_ball(x, epsilon, norm, seed), x, epsilon, norm,
-                        clip_min, clip_max)
-
-    def ascend(i, x_adv):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            value = objective(x_adv)
-        x_adv = x_adv + step_size * ascent_direction(tape.gradient(value, x_adv), norm)
-        return i + 1, project(x_adv, x, epsilon, norm, clip_min, clip_max)
-
-    _, x_adv = tf.while_loop(lambda i, _: i < steps, ascend, [tf.constant(0), x_adv])
-    return tf.stop_gradient(x_adv)
+ESTIMATORS = Registry("estimator")
 
 
 class Regularizer:
@@ -112,6 +44,9 @@ class Regularizer:
         clip_min: lowest valid input value.
         clip_max: highest valid input value.
     """
+
+    # The constructor argument that `build(..., steps=n)` sets (None: the estimator has no steps).
+    steps_argument = None
 
     def __init__(self, epsilon, *, norm="inf", divergence="squared_l2", clip_min=0.0, clip_max=1.0):
         if not epsilon >= 0:
@@ -170,6 +105,7 @@ class Regularizer:
         return f"{type(self).__name__}({args}, divergence={self.divergence.name!r})"
 
 
+@ESTIMATORS.register("pgd")
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class PGD(Regularizer):
     """Projected gradient ascent on `d(f(x), f(x'))` from a random start (Madry et al.).
@@ -194,6 +130,8 @@ class PGD(Regularizer):
     ```
     """
 
+    steps_argument = "steps"
+
     def __init__(self, epsilon, *, norm="inf", steps=5, step_size=None, random_start=True, **kwargs):
         super().__init__(epsilon, norm=norm, **kwargs)
         if not isinstance(steps, int) or steps < 1:
@@ -206,7 +144,7 @@ class PGD(Regularizer):
 
     def _step_size(self, radius):
         if self.step_size is None:
-            return 2.5 * radius / self.steps
+            return madry_step_size(radius, self.steps)
         return tf.cast(self.step_size, radius.dtype)
 
     def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
@@ -225,6 +163,7 @@ class PGD(Regularizer):
         return config
 
 
+@ESTIMATORS.register("fgsm")
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class FGSM(PGD):
     """One signed-gradient step from a random start ("fast" adversarial training).
@@ -241,6 +180,8 @@ class FGSM(PGD):
         divergence, clip_min, clip_max: see `Regularizer`.
     """
 
+    steps_argument = None
+
     def __init__(self, epsilon, *, norm="inf", step_size=None, **kwargs):
         kwargs.pop("steps", None)  # Fixed at one; present in configs written by `PGD.get_config`.
         kwargs.pop("random_start", None)
@@ -252,6 +193,7 @@ class FGSM(PGD):
         return tf.cast(self.step_size, radius.dtype)
 
 
+@ESTIMATORS.register("power_iteration")
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class PowerIteration(Regularizer):
     """Linearized estimator: the top right-singular direction of the encoder's Jacobian.
@@ -276,6 +218,8 @@ class PowerIteration(Regularizer):
         Miyato et al., "Virtual Adversarial Training", TPAMI 2018.
     """
 
+    steps_argument = "iterations"
+
     def __init__(self, epsilon, *, norm="2", iterations=1, xi=1e-3, **kwargs):
         super().__init__(epsilon, norm=norm, **kwargs)
         if not isinstance(iterations, int) or iterations < 1:
@@ -288,13 +232,13 @@ class PowerIteration(Regularizer):
     def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
         x = tf.convert_to_tensor(x)
         radius = self._radius(epsilon, x.dtype)
-        direction = _unit(keras.random.normal(tf.shape(x), dtype=x.dtype, seed=seed))
+        direction = unit(keras.random.normal(tf.shape(x), dtype=x.dtype, seed=seed))
 
         def iterate(i, direction):
             with tf.GradientTape() as tape:
                 tape.watch(direction)
                 value = self._divergence_sum(encoder, anchor, x + self.xi * direction)
-            return i + 1, _unit(tape.gradient(value, direction))
+            return i + 1, unit(tape.gradient(value, direction))
 
         _, direction = tf.while_loop(
             lambda i, _: i < self.iterations, iterate, [tf.constant(0), direction]
@@ -309,13 +253,20 @@ class PowerIteration(Regularizer):
         return config
 
 
+def build(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2"):
+    """An estimator by name (one of `ESTIMATORS`); `steps` is its PGD steps or power iterations."""
+    cls = ESTIMATORS.get(estimator)
+    options = {cls.steps_argument: steps} if cls.steps_argument else {}
+    return cls(epsilon, norm=norm, divergence=divergence, **options)
+
+
 def get(regularizer):
     """Passes a regularizer through, or rebuilds one from its serialized config."""
     if regularizer is None or isinstance(regularizer, Regularizer):
         return regularizer
     if isinstance(regularizer, dict):
         return keras.saving.deserialize_keras_object(regularizer)
+    classes = ", ".join(cls.__name__ for _, cls in ESTIMATORS.items())
     raise ValueError(
-        "regularizer must be a tarrl_tf.regularizers object (PGD, FGSM, PowerIteration) "
-        f"or None, got {regularizer!r}"
+        f"regularizer must be a tarrl_tf.regularizers object ({classes}) or None, got {regularizer!r}"
     )

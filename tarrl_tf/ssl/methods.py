@@ -8,8 +8,10 @@ the regularizer is independent of the method.
 import keras
 from keras import layers
 
-from tarrl_tf import losses
-from tarrl_tf.checks import check_choice
+from tarrl_tf.registry import Registry
+from tarrl_tf.ssl import losses
+
+METHODS = Registry("method")
 
 
 class Method(keras.layers.Layer):
@@ -19,17 +21,39 @@ class Method(keras.layers.Layer):
         raise NotImplementedError
 
 
-def _projector(hidden_dim, projection_dim, batch_norm):
-    stack = [layers.Flatten()]
-    stack.append(layers.Dense(hidden_dim, use_bias=not batch_norm))
-    if batch_norm:
-        stack.append(layers.BatchNormalization())
-    stack += [layers.ReLU(), layers.Dense(projection_dim)]
-    return keras.Sequential(stack, name="projector")
+class ProjectorMethod(Method):
+    """A method whose projector is a two-layer MLP (`Flatten -> Dense -> [BN] -> ReLU -> Dense`).
+
+    Subclasses set `batch_norm` and implement `loss`.
+    """
+
+    batch_norm = False
+
+    def __init__(self, projection_dim, hidden_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.projection_dim = projection_dim
+        self.hidden_dim = hidden_dim
+        stack = [layers.Flatten(), layers.Dense(hidden_dim, use_bias=not self.batch_norm)]
+        if self.batch_norm:
+            stack.append(layers.BatchNormalization())
+        stack += [layers.ReLU(), layers.Dense(projection_dim)]
+        self.projector = keras.Sequential(stack, name="projector")
+
+    def build(self, input_shape):
+        self.projector.build(input_shape)
+
+    def call(self, features, training=None):
+        return self.projector(features, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(projection_dim=self.projection_dim, hidden_dim=self.hidden_dim)
+        return config
 
 
+@METHODS.register("simclr")
 @keras.saving.register_keras_serializable(package="tarrl_tf")
-class SimCLR(Method):
+class SimCLR(ProjectorMethod):
     """SimCLR: a two-layer MLP projector trained with the NT-Xent loss.
 
     Args:
@@ -43,33 +67,19 @@ class SimCLR(Method):
     """
 
     def __init__(self, projection_dim=64, hidden_dim=256, temperature=0.2, **kwargs):
-        super().__init__(**kwargs)
-        self.projection_dim = projection_dim
-        self.hidden_dim = hidden_dim
+        super().__init__(projection_dim, hidden_dim, **kwargs)
         self.temperature = temperature
-        self.projector = _projector(hidden_dim, projection_dim, batch_norm=False)
-
-    def build(self, input_shape):
-        self.projector.build(input_shape)
-
-    def call(self, features, training=None):
-        return self.projector(features, training=training)
 
     def loss(self, z1, z2):
         return losses.nt_xent(z1, z2, temperature=self.temperature)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            projection_dim=self.projection_dim,
-            hidden_dim=self.hidden_dim,
-            temperature=self.temperature,
-        )
-        return config
+        return {**super().get_config(), "temperature": self.temperature}
 
 
+@METHODS.register("barlow_twins")
 @keras.saving.register_keras_serializable(package="tarrl_tf")
-class BarlowTwins(Method):
+class BarlowTwins(ProjectorMethod):
     """Barlow Twins: a non-contrastive method (no negatives) with a BatchNorm projector.
 
     Args:
@@ -82,41 +92,28 @@ class BarlowTwins(Method):
         Reduction", ICML 2021.
     """
 
+    batch_norm = True
+
     def __init__(self, projection_dim=128, hidden_dim=256, off_diagonal_weight=5e-3, **kwargs):
-        super().__init__(**kwargs)
-        self.projection_dim = projection_dim
-        self.hidden_dim = hidden_dim
+        super().__init__(projection_dim, hidden_dim, **kwargs)
         self.off_diagonal_weight = off_diagonal_weight
-        self.projector = _projector(hidden_dim, projection_dim, batch_norm=True)
-
-    def build(self, input_shape):
-        self.projector.build(input_shape)
-
-    def call(self, features, training=None):
-        return self.projector(features, training=training)
 
     def loss(self, z1, z2):
         return losses.barlow_twins(z1, z2, off_diagonal_weight=self.off_diagonal_weight)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            projection_dim=self.projection_dim,
-            hidden_dim=self.hidden_dim,
-            off_diagonal_weight=self.off_diagonal_weight,
-        )
-        return config
+        return {**super().get_config(), "off_diagonal_weight": self.off_diagonal_weight}
 
 
-_BY_NAME = {"simclr": SimCLR, "barlow_twins": BarlowTwins}
+NAMES = METHODS.names()
 
 
 def get(method):
-    """A method object from a name (`"simclr"`, `"barlow_twins"`), a config, or an object."""
+    """A method object from a name (one of `NAMES`), a config, or an object."""
     if isinstance(method, str):
-        return _BY_NAME[check_choice(method, _BY_NAME, name="method")]()
+        return METHODS.get(method)()
     if isinstance(method, dict):
         return keras.saving.deserialize_keras_object(method)
     if isinstance(method, Method):
         return method
-    raise ValueError(f"method must be a name {sorted(_BY_NAME)} or a Method, got {method!r}")
+    raise ValueError(f"method must be a name {sorted(NAMES)} or a Method, got {method!r}")

@@ -3,9 +3,9 @@
 import keras
 import tensorflow as tf
 
-from tarrl_tf.baselines import BaselineModel
 from tarrl_tf.checks import ERROR_MARKER, checked_images
-from tarrl_tf.encoders import image_input_shape
+from tarrl_tf.training.base import BaselineModel, check_model
+from tarrl_tf.training.registry import TrainingMethod, register
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -18,7 +18,7 @@ class SupervisedATModel(BaselineModel):
 
     For a fair comparison with the self-supervised encoders, save
     `model.encoder` alone and evaluate it like them, with a fresh, plainly
-    trained probe (`tarrl_tf.downstream.train_classifier`); `model.head` is a
+    trained probe (`tarrl_tf.evaluation.downstream.train_classifier`); `model.head` is a
     training device. The head is a dense layer on the raw representation,
     as in Madry et al., not the probe's linear layer on the L2-normalized
     representation: on small problems the normalized head kept adversarial
@@ -48,7 +48,7 @@ class SupervisedATModel(BaselineModel):
 
     Example:
     ```python
-    model = tarrl_tf.supervised_at_model.SupervisedATModel(
+    model = tarrl_tf.SupervisedATModel(
         encoder, num_classes=10, epsilon=8 / 255, norm="inf", steps=7, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(128), epochs=10)
@@ -60,33 +60,23 @@ class SupervisedATModel(BaselineModel):
         Attacks", ICLR 2018.
     """
 
+    metric_names = ("loss", "accuracy")
+
     def __init__(self, encoder, num_classes, *, epsilon, norm="inf", steps=7, step_size=None,
                  seed=None, **kwargs):
         super().__init__(epsilon=epsilon, norm=norm, steps=steps, step_size=step_size, seed=seed,
                          **kwargs)
-        if not isinstance(encoder, keras.layers.Layer):
-            raise ValueError(f"encoder must be a keras.Model or keras.layers.Layer, got {type(encoder)}")
+        check_model(encoder, "encoder")
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         self.encoder = encoder
         self.num_classes = num_classes
         self.head = keras.Sequential(
             [keras.layers.Flatten(), keras.layers.Dense(num_classes, name="logits")], name="head")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
-        input_shape = image_input_shape(encoder)
-        if input_shape is not None:
-            self.build(input_shape)
+        self.build_from(encoder)
 
-    def build(self, input_shape):
-        if not self.encoder.built:
-            self.encoder.build(input_shape)
+    def build_parts(self, input_shape):
         self.head.build(self.encoder.compute_output_shape(input_shape))
-        self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker]
 
     def _logits(self, images, training):
         return self.head(self.encoder(images, training=training), training=training)
@@ -103,7 +93,7 @@ class SupervisedATModel(BaselineModel):
         return self._craft(checked_images(x), self._labels(labels), epsilon)
 
     def _craft(self, x, labels, epsilon=None):
-        # Always the true labels: never the model's predictions (see ../STYLE.md).
+        # Always the true labels: a model's own predictions as labels would leak its mistakes.
         return self._search(
             lambda x_adv: tf.reduce_sum(self._cross_entropy(self._logits(x_adv, False), labels)),
             x, epsilon)
@@ -151,19 +141,14 @@ class SupervisedATModel(BaselineModel):
         return self._update_metrics(tf.reduce_mean(self._cross_entropy(logits, labels)), logits, labels)
 
     def _update_metrics(self, loss, logits, labels):
-        self.loss_tracker.update_state(loss)
         correct = tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels)
-        self.accuracy_tracker.update_state(tf.cast(correct, "float32"))
-        return {m.name: m.result() for m in self.metrics}
+        return self.record(loss=loss, accuracy=tf.cast(correct, "float32"))
 
     def get_config(self):
         config = super().get_config()
-        config.update(encoder=keras.saving.serialize_keras_object(self.encoder),
-                      num_classes=self.num_classes)
+        config.update(num_classes=self.num_classes)
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
+
+register(TrainingMethod("supervised_at", make=SupervisedATModel, needs=("num_classes",),
+                        labeled=True))

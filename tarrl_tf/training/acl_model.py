@@ -3,12 +3,14 @@
 import keras
 import tensorflow as tf
 
-from tarrl_tf import methods
 from tarrl_tf.checks import checked_images
-from tarrl_tf.augment import resolve as resolve_augmentation
-from tarrl_tf.baselines import BaselineModel
-from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training, image_input_shape,
-                               resolve_batch_statistics)
+from tarrl_tf.encoders import image_input_shape
+from tarrl_tf.robustness.batchnorm import (batch_statistics_pass, behaves_same_in_training,
+                                           resolve_batch_statistics)
+from tarrl_tf.ssl import methods
+from tarrl_tf.ssl.augment import resolve as resolve_augmentation
+from tarrl_tf.training.base import BaselineModel, check_model, unrecorded
+from tarrl_tf.training.registry import TrainingMethod, register
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -35,7 +37,7 @@ class ACLModel(BaselineModel):
     that is deployed. With BatchNorm (`batch_statistics`), the adversarial
     branch takes one training-mode pass over `v1_adv` and `v2` together and
     the moving statistics are restored after it, for the reason given in
-    `encoders.batch_statistics_pass`. Without it, the adversarial branch
+    `robustness.batchnorm.batch_statistics_pass`. Without it, the adversarial branch
     runs in inference mode; encoders and projectors without
     training-dependent layers compute the same function in both modes, so
     their clean pass of `v2` is reused as its target, and the others get one
@@ -63,7 +65,7 @@ class ACLModel(BaselineModel):
 
     Example:
     ```python
-    model = tarrl_tf.acl_model.ACLModel(encoder, epsilon=8 / 255, norm="inf", steps=5, seed=0)
+    model = tarrl_tf.ACLModel(encoder, epsilon=8 / 255, norm="inf", steps=5, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(unlabeled_images, epochs=10)
     model.encoder.save("acl_encoder.keras")
@@ -75,13 +77,15 @@ class ACLModel(BaselineModel):
         Contrastive Learning" (RoCL), NeurIPS 2020.
     """
 
+    metric_names = ("loss", "ssl_loss", "adversarial_ssl_loss")
+    serialized_parts = ("method", "augmentation")
+
     def __init__(self, encoder, method="simclr", *, epsilon, norm="inf", steps=5, step_size=None,
                  adversarial_weight=1.0, augmentation=None, batch_statistics=None, seed=None,
                  **kwargs):
         super().__init__(epsilon=epsilon, norm=norm, steps=steps, step_size=step_size, seed=seed,
                          **kwargs)
-        if not isinstance(encoder, keras.layers.Layer):
-            raise ValueError(f"encoder must be a keras.Model or keras.layers.Layer, got {type(encoder)}")
+        check_model(encoder, "encoder")
         if not adversarial_weight > 0:
             raise ValueError(
                 f"adversarial_weight must be > 0, got {adversarial_weight} "
@@ -89,26 +93,14 @@ class ACLModel(BaselineModel):
         self.encoder = encoder
         self.method = methods.get(method)
         self.adversarial_weight = float(adversarial_weight)
-        input_shape = image_input_shape(encoder)
-        self.augmentation = resolve_augmentation(augmentation, input_shape, seed)
+        self.augmentation = resolve_augmentation(augmentation, image_input_shape(encoder), seed)
         self.shares_clean_target = behaves_same_in_training(encoder, self.method)
         self.batch_statistics = resolve_batch_statistics(batch_statistics, encoder, self.method)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
-        self.adversarial_ssl_loss_tracker = keras.metrics.Mean(name="adversarial_ssl_loss")
-        if input_shape is not None:
-            self.build(input_shape)
+        self.build_from(encoder)
 
-    def build(self, input_shape):
-        if not self.encoder.built:
-            self.encoder.build(input_shape)
+    def build_parts(self, input_shape):
         self.method.build(self.encoder.compute_output_shape(input_shape))
         self.augmentation.build(input_shape)
-        self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.ssl_loss_tracker, self.adversarial_ssl_loss_tracker]
 
     def _project(self, images, training):
         return self.method(self.encoder(images, training=training), training=training)
@@ -146,11 +138,8 @@ class ACLModel(BaselineModel):
         ssl_loss = self.method.loss(z1, z2)
         # In evaluation the clean pass is already in inference mode.
         target = z2 if self.shares_clean_target or not training else self._project(v2, False)
-        if tape is None:
+        with unrecorded(tape):
             v1_adv = self._craft(v1, target)
-        else:
-            with tape.stop_recording():
-                v1_adv = self._craft(v1, target)
         if training and self.batch_statistics:
             adversarial, target = batch_statistics_pass(
                 lambda z: self._project(z, True), v1_adv, v2, [self.encoder, self.method])
@@ -164,33 +153,18 @@ class ACLModel(BaselineModel):
             loss = ssl_loss + self.adversarial_weight * adversarial_ssl_loss
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(loss, ssl_loss, adversarial_ssl_loss)
+        return self.record(loss=loss, ssl_loss=ssl_loss, adversarial_ssl_loss=adversarial_ssl_loss)
 
     def test_step(self, data):
         ssl_loss, adversarial_ssl_loss = self._terms(*self._views(data), training=False)
         loss = ssl_loss + self.adversarial_weight * adversarial_ssl_loss
-        return self._update_metrics(loss, ssl_loss, adversarial_ssl_loss)
-
-    def _update_metrics(self, loss, ssl_loss, adversarial_ssl_loss):
-        self.loss_tracker.update_state(loss)
-        self.ssl_loss_tracker.update_state(ssl_loss)
-        self.adversarial_ssl_loss_tracker.update_state(adversarial_ssl_loss)
-        return {m.name: m.result() for m in self.metrics}
+        return self.record(loss=loss, ssl_loss=ssl_loss, adversarial_ssl_loss=adversarial_ssl_loss)
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
-        config.update(
-            encoder=serialize(self.encoder),
-            method=serialize(self.method),
-            adversarial_weight=self.adversarial_weight,
-            augmentation=serialize(self.augmentation),
-            batch_statistics=self.batch_statistics,
-        )
+        config.update(adversarial_weight=self.adversarial_weight,
+                      batch_statistics=self.batch_statistics)
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
+
+register(TrainingMethod("acl", make=ACLModel))

@@ -3,23 +3,27 @@
 import keras
 import tensorflow as tf
 
-from tarrl_tf import augment, methods, regularizers
-from tarrl_tf.checks import InputCheckedModel, check_choice, checked_images
-from tarrl_tf.encoders import (batch_statistics_pass, behaves_same_in_training, image_input_shape,
-                               resolve_batch_statistics)
+from tarrl_tf.checks import check_choice, checked_images
+from tarrl_tf.encoders import image_input_shape
+from tarrl_tf.robustness import regularizers
+from tarrl_tf.robustness.batchnorm import (batch_statistics_pass, behaves_same_in_training,
+                                           resolve_batch_statistics)
+from tarrl_tf.ssl import augment, methods
+from tarrl_tf.training.base import TrainingModel, check_model, check_warmup_steps
+from tarrl_tf.training.registry import TrainingMethod, register
 
 REGULARIZE_ON = ("images", "views")
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
-class TARRLModel(InputCheckedModel):
+class TARRLModel(TrainingModel):
     """Pretrains any encoder with `ssl_loss + weight * R(encoder)`.
 
     Each step draws two views of the batch, computes the method's loss on
     them, and adds `weight` times the robustness regularizer
     `R = mean_x max_{x' in B(x)} d(f(x), f(x'))`, estimated by default on the
     batch's images as they are. `R` needs no labels and bounds the adversarial
-    loss of any head built on the encoder (see ../METHOD.md); `weight=0` is
+    loss of any head built on the encoder (see docs/method.md); `weight=0` is
     exactly plain SSL.
 
     The search for `x'` runs the encoder with `training=False`, aiming at the
@@ -27,7 +31,7 @@ class TARRLModel(InputCheckedModel):
     do too, unless the encoder has BatchNormalization: then `f(x)` and
     `f(x')` take one training-mode pass together, normalized with that
     batch's statistics, and the moving statistics are restored after it
-    (`encoders.batch_statistics_pass`), so only the clean views set them.
+    (`robustness.batchnorm.batch_statistics_pass`), so only the clean views set them.
     Through inference-mode BatchNorm the gradient takes the moving
     statistics as constants, though training keeps moving them: on CIFAR-10
     that broke training down (RESULTS.md). The anchor
@@ -81,6 +85,9 @@ class TARRLModel(InputCheckedModel):
     ```
     """
 
+    metric_names = ("loss", "ssl_loss", "robustness")
+    serialized_parts = ("method", "regularizer", "augmentation")
+
     def __init__(
         self,
         encoder,
@@ -98,8 +105,7 @@ class TARRLModel(InputCheckedModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(encoder, keras.layers.Layer):
-            raise ValueError(f"encoder must be a keras.Model or keras.layers.Layer, got {type(encoder)}")
+        check_model(encoder, "encoder")
         if not weight >= 0:
             raise ValueError(f"weight must be >= 0, got {weight}")
         regularizer = regularizers.get(regularizer)
@@ -107,10 +113,8 @@ class TARRLModel(InputCheckedModel):
             raise ValueError("weight > 0 needs a regularizer, e.g. tarrl_tf.regularizers.PGD(...)")
         if not 0 < regularized_fraction <= 1:
             raise ValueError(f"regularized_fraction must be in (0, 1], got {regularized_fraction}")
-        for name, steps in [("epsilon_warmup_steps", epsilon_warmup_steps),
-                            ("weight_warmup_steps", weight_warmup_steps)]:
-            if not isinstance(steps, int) or steps < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {steps!r}")
+        check_warmup_steps(epsilon_warmup_steps, "epsilon_warmup_steps")
+        check_warmup_steps(weight_warmup_steps, "weight_warmup_steps")
         self.regularize_on = check_choice(regularize_on, REGULARIZE_ON, name="regularize_on")
         self.encoder = encoder
         self.method = methods.get(method)
@@ -119,43 +123,22 @@ class TARRLModel(InputCheckedModel):
         self.epsilon_warmup_steps = epsilon_warmup_steps
         self.weight_warmup_steps = weight_warmup_steps
         self.seed = seed
-        input_shape = image_input_shape(encoder)
-        self.augmentation = augment.resolve(augmentation, input_shape, seed)
+        self.augmentation = augment.resolve(augmentation, image_input_shape(encoder), seed)
         if share_anchor is None:
             share_anchor = behaves_same_in_training(encoder)
         self.share_anchor = bool(share_anchor)
         self.regularized_fraction = float(regularized_fraction)
         self.batch_statistics = resolve_batch_statistics(batch_statistics, encoder)
         self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.ssl_loss_tracker = keras.metrics.Mean(name="ssl_loss")
-        self.robustness_tracker = keras.metrics.Mean(name="robustness")
-        if input_shape is not None:
-            self.build(input_shape)
+        self.build_from(encoder)
 
-    def build(self, input_shape):
-        if not self.encoder.built:
-            self.encoder.build(input_shape)
+    def build_parts(self, input_shape):
         self.method.build(self.encoder.compute_output_shape(input_shape))
         self.augmentation.build(input_shape)
-        self.built = True
-
-    def call(self, images, training=None):
-        return self.encoder(images, training=training)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.ssl_loss_tracker, self.robustness_tracker]
 
     @property
     def trains_regularizer(self):
         return self.regularizer is not None and self.weight > 0
-
-    def _ramp(self, warmup_steps):
-        if warmup_steps == 0:
-            return 1.0
-        step = tf.cast(self.optimizer.iterations + 1, "float32")
-        return tf.minimum(1.0, step / warmup_steps)
 
     def _images(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -208,39 +191,28 @@ class TARRLModel(InputCheckedModel):
             ssl_loss, view, view_features = self._ssl_loss(images, training=True)
             loss = ssl_loss
             if self.trains_regularizer:
-                epsilon = self.regularizer.epsilon * self._ramp(self.epsilon_warmup_steps)
+                epsilon = self.regularizer.epsilon * self.ramp(self.epsilon_warmup_steps)
                 robustness = self._robustness(images, view, view_features, tape, epsilon=epsilon)
-                loss = ssl_loss + self.weight * self._ramp(self.weight_warmup_steps) * robustness
+                loss = ssl_loss + self.weight * self.ramp(self.weight_warmup_steps) * robustness
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        self.ssl_loss_tracker.update_state(ssl_loss)
         if self.trains_regularizer:
-            self.robustness_tracker.update_state(robustness)
-            return {m.name: m.result() for m in self.metrics}
-        return {m.name: m.result() for m in self.metrics if m is not self.robustness_tracker}
+            return self.record(loss=loss, ssl_loss=ssl_loss, robustness=robustness)
+        return self.record(loss=loss, ssl_loss=ssl_loss)
 
     def test_step(self, data):
         images = self._images(data)
         ssl_loss, _, _ = self._ssl_loss(images, training=False)
-        self.ssl_loss_tracker.update_state(ssl_loss)
         if self.regularizer is None:
-            self.loss_tracker.update_state(ssl_loss)
-            return {m.name: m.result() for m in self.metrics if m is not self.robustness_tracker}
+            return self.record(loss=ssl_loss, ssl_loss=ssl_loss)
         robustness = self.regularizer(self.encoder, images, seed=self.seed_generator)
-        self.robustness_tracker.update_state(robustness)
-        self.loss_tracker.update_state(ssl_loss + self.weight * robustness)
-        return {m.name: m.result() for m in self.metrics}
+        return self.record(loss=ssl_loss + self.weight * robustness, ssl_loss=ssl_loss,
+                           robustness=robustness)
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
         config.update(
-            encoder=serialize(self.encoder),
-            method=serialize(self.method),
-            regularizer=None if self.regularizer is None else serialize(self.regularizer),
             weight=self.weight,
-            augmentation=serialize(self.augmentation),
             epsilon_warmup_steps=self.epsilon_warmup_steps,
             weight_warmup_steps=self.weight_warmup_steps,
             regularize_on=self.regularize_on,
@@ -251,8 +223,24 @@ class TARRLModel(InputCheckedModel):
         )
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
+
+def _make_tarrl(encoder, *, epsilon, norm, steps, seed, estimator="pgd", divergence="squared_l2",
+                weight=1.0, epsilon_warmup_steps=0, weight_warmup_steps=None, **options):
+    """TARRL from plain values; the weight ramps up with epsilon unless told otherwise."""
+    regularizer = regularizers.build(estimator, epsilon=epsilon, norm=norm, steps=steps,
+                                     divergence=divergence)
+    if weight_warmup_steps is None:
+        weight_warmup_steps = epsilon_warmup_steps
+    return TARRLModel(encoder, regularizer=regularizer, weight=weight, seed=seed,
+                      epsilon_warmup_steps=epsilon_warmup_steps,
+                      weight_warmup_steps=weight_warmup_steps, **options)
+
+
+def _make_simclr(encoder, *, epsilon, norm, steps, seed, epsilon_warmup_steps=0, **options):
+    # Plain SSL: the threat model is the evaluation's only, and nothing ramps up.
+    del epsilon, norm, steps, epsilon_warmup_steps
+    return TARRLModel(encoder, regularizer=None, weight=0.0, seed=seed, **options)
+
+
+register(TrainingMethod("simclr", make=_make_simclr, baseline=False))
+register(TrainingMethod("tarrl", make=_make_tarrl, baseline=False))

@@ -5,7 +5,7 @@ A dataset is named by one `source` string:
 * `"digits"`: scikit-learn's bundled 8x8 handwritten digits (1,797 real
   images). The embedded default: it works on any machine with no download.
 * `"npz:PATH"`: an offline `.npz` file holding `x_train, y_train, x_test,
-  y_test` (uint8 NHWC, as in `shared/datasets/*/*.npz`).
+  y_test` (uint8 NHWC, or float in [0, 1]).
 * Any other name, such as `"mnist"` or `"tfds:cifar10"`: a TensorFlow
   Datasets dataset, read from (or downloaded into) `data_dir`.
 
@@ -15,7 +15,7 @@ Example:
 ```python
 from tarrl_tf import data
 
-meta = data.info("npz:/work/shared/datasets/mnist/mnist.npz")  # name "mnist"
+meta = data.info("npz:mnist.npz")  # name "mnist"
 unlabeled = data.pretraining_dataset(
     data.load_dataset("digits", "train"), batch_size=128, seed=0
 )
@@ -25,17 +25,14 @@ x_test, y_test = data.load_arrays("digits", "test", max_examples=500)
 
 import dataclasses
 import functools
-import lzma
-import os
-import zipfile
-import zlib
 
 import numpy as np
 import tensorflow as tf
 
 from tarrl_tf import checks
+from tarrl_tf.data import npz, tfds_source
 
-SPLITS = ("train", "test")
+SPLITS = npz.SPLITS
 
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
 
@@ -58,8 +55,6 @@ _TFDS_PREFIX = "tfds:"
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
 _DEFAULT_SHUFFLE_BUFFER = 10_000
-# What a damaged zip or `.npy` member can raise while numpy reads it.
-_NPZ_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +63,7 @@ class DatasetInfo:
 
     Attributes:
         name: canonical dataset name, used to look up tasks
-            (`tarrl_tf.tasks.get_task`): `"digits"`, the TFDS name, or the
+            (`tarrl_tf.evaluation.tasks.get_task`): `"digits"`, the TFDS name, or the
             file stem of an npz source (`.../mnist.npz` -> `"mnist"`).
         input_shape: `(height, width, channels)` of one image.
         num_classes: number of label values.
@@ -99,7 +94,7 @@ def load_dataset(source, split, *, data_dir=None):
     checks.check_choice(split, SPLITS, name="split")
     kind, arg = _parse_source(source)
     if kind == "tfds":
-        builder = _prepare(_tfds_builder(arg, data_dir))
+        builder = tfds_source.prepare(tfds_source.builder(arg, data_dir))
         dataset = builder.as_dataset(split=split, as_supervised=True)
     else:
         x, y = _memory_arrays(kind, arg, split)
@@ -160,7 +155,7 @@ def info(source, *, data_dir=None):
         return DatasetInfo("digits", (8, 8, 1), 10, CLASS_NAMES["digits"])
     if kind == "npz":
         return _npz_info(arg)
-    return _tfds_info(_tfds_builder(arg, data_dir))
+    return _tfds_info(tfds_source.builder(arg, data_dir))
 
 
 def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_remainder=True):
@@ -228,7 +223,7 @@ def supervised_dataset(x, y, *, batch_size, shuffle=False, seed=None):
     """
     _check_batch_size(batch_size)
     checks.check_images(x, name="x")
-    y = _check_labels(y, len(x), name="y")
+    y = npz.check_labels(y, len(x), name="y")
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -254,7 +249,7 @@ def _memory_arrays(kind, arg, split):
     """Raw in-memory arrays of the digits or npz source: (uint8 or float images, int64 labels)."""
     if kind == "digits":
         return _digits_arrays()[split]
-    return _read_npz_split(arg, split)
+    return npz.read_split(arg, split)
 
 
 @functools.lru_cache(maxsize=1)
@@ -282,108 +277,9 @@ def _digits_arrays():
     return arrays
 
 
-def _npz_keys(split):
-    return f"x_{split}", f"y_{split}"
-
-
-def _open_npz(path):
-    """Opens an npz file; every failure becomes a ValueError naming the path."""
-    if not os.path.isfile(path):
-        raise ValueError(f"npz file not found: {path!r}")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except _NPZ_READ_ERRORS as err:
-        raise ValueError(f"{path!r} is not a valid npz file: {err}") from err
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path!r} is a single .npy array, not an npz file of named arrays")
-    required = [key for split in SPLITS for key in _npz_keys(split)]
-    missing = [key for key in required if key not in npz.files]
-    if missing:
-        npz.close()
-        raise ValueError(
-            f"{path!r} is missing the arrays {missing}; it holds {sorted(npz.files)}, "
-            f"expected {required}"
-        )
-    return npz
-
-
-def _read_member(npz, path, key):
-    try:
-        return npz[key]
-    except _NPZ_READ_ERRORS as err:
-        raise _unreadable_member(path, key, err) from err
-
-
-def _read_npz_split(path, split):
-    x_key, y_key = _npz_keys(split)
-    with _open_npz(path) as npz:
-        x = _read_member(npz, path, x_key)
-        y = _read_member(npz, path, y_key)
-    where = f"{path}:{x_key}"
-    _check_npz_image_layout(x.shape, x.dtype, where)
-    if x.ndim == 3:
-        x = x[..., np.newaxis]
-    if np.issubdtype(x.dtype, np.floating):
-        checks.check_images(x, name=where)
-    return x, _check_labels(y, len(x), name=f"{path}:{y_key}")
-
-
-def _check_npz_image_layout(shape, dtype, where):
-    """uint8 or float, [N, H, W] or [N, H, W, C]; values are checked elsewhere."""
-    if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
-        raise ValueError(
-            f"{where} has dtype {dtype}; expected uint8 (0..255) or float in [0, 1] "
-            "(other integer ranges are ambiguous, so they are not rescaled)"
-        )
-    if len(shape) not in (3, 4):
-        raise ValueError(f"{where} must be [N, H, W, C] or [N, H, W], got shape {tuple(shape)}")
-
-
-def _check_labels(y, count=None, *, name):
-    """Returns `y` as int64 after checking it is 1-D, integer, non-negative and `count` long."""
-    y = np.asarray(y)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            f"{name} must be 1-D integer labels, got shape {y.shape} and dtype {y.dtype}"
-        )
-    if count is not None and len(y) != count:
-        raise ValueError(f"{name} has {len(y)} labels for {count} images")
-    if len(y) and y.min() < 0:
-        raise ValueError(f"{name} has negative labels (min {y.min()})")
-    return y.astype(np.int64)
-
-
-def _npz_header(npz, path, key):
-    """Shape and dtype of one member from its .npy header, without decompressing the data."""
-    try:
-        with npz.zip.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except _NPZ_READ_ERRORS as err:
-        raise _unreadable_member(path, key, err) from err
-    return shape, dtype
-
-
-def _unreadable_member(path, key, err):
-    return ValueError(f"{path!r}: cannot read array {key!r} (corrupt or truncated?): {err}")
-
-
 def _npz_info(path):
-    name = os.path.splitext(os.path.basename(path))[0]
-    with _open_npz(path) as npz:
-        shape, dtype = _npz_header(npz, path, "x_train")
-        labels = np.concatenate(
-            [
-                _check_labels(_read_member(npz, path, f"y_{split}"), name=f"{path}:y_{split}")
-                for split in SPLITS
-            ]
-        )
-    _check_npz_image_layout(shape, dtype, f"{path}:x_train")
-    input_shape = tuple(shape[1:]) if len(shape) == 4 else (*shape[1:], 1)
-    num_labels = int(labels.max()) + 1 if len(labels) else 0
+    """The DatasetInfo of an npz file: known names get their class names."""
+    name, input_shape, num_labels = npz.read_info(path)
     class_names = CLASS_NAMES.get(name)
     if class_names is None:
         class_names = tuple(str(label) for label in range(num_labels))
@@ -392,37 +288,6 @@ def _npz_info(path):
             f"{path!r} has label {num_labels - 1}, but {name!r} has {len(class_names)} classes"
         )
     return DatasetInfo(name, input_shape, len(class_names), class_names)
-
-
-def _tfds_builder(name, data_dir):
-    """`tfds.builder`, with a short ValueError for a name TFDS does not know."""
-    # Imported here: TFDS is slow to import and the other sources do not need it.
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        # TFDS's own message lists every registered dataset; ours stays readable.
-        raise ValueError(
-            f"Unknown dataset {name!r}: not 'digits', not 'npz:PATH', and not a TFDS "
-            "dataset (see tfds.list_builders())"
-        ) from None
-    if builder.info.supervised_keys is None:
-        raise ValueError(f"TFDS dataset {name!r} has no (image, label) supervised keys")
-    return builder
-
-
-def _prepare(builder):
-    """Downloads and prepares the data if `data_dir` lacks it, as `tfds.load` does."""
-    try:
-        builder.download_and_prepare()
-    except Exception as err:  # TFDS fails in many ways offline (network, missing optional modules).
-        raise RuntimeError(
-            f"TFDS could not download or prepare {builder.name!r} into {builder.data_dir!r}: "
-            f"{err!r}. Without a network, point `data_dir` at prepared TFDS data or use an "
-            "'npz:PATH' source"
-        ) from err
-    return builder
 
 
 def _tfds_info(builder):
@@ -438,6 +303,8 @@ def _tfds_info(builder):
     if known is not None and len(known) == len(names):
         names = known
     return DatasetInfo(builder.name, tuple(image.shape), len(names), tuple(names))
+
+
 
 
 def _to_unit_float(image, label):

@@ -1,7 +1,7 @@
 """Divergences `d(f(x), f(x'))` between a clean and a perturbed representation.
 
 None of them can be satisfied by shrinking the representation (the "scale
-trap" of ../METHOD.md): they measure it after L2 normalization, through a
+trap" of docs/method.md): they measure it after L2 normalization, through a
 distribution of fixed temperature, or relative to its spread over the batch.
 The relative ones also close the trap's local form, where every
 representation crowds into a small cap of the sphere around a common
@@ -14,7 +14,9 @@ representations. Each returns one value per example, shape `[batch]`.
 import keras
 import tensorflow as tf
 
-from tarrl_tf.checks import check_choice
+from tarrl_tf.registry import Registry
+
+DIVERGENCES = Registry("divergence")
 
 
 def _normalized(z):
@@ -62,6 +64,11 @@ def normalized_relative_squared_l2(z_clean, z_perturbed):
     return tf.reduce_sum(tf.square(n - n_p), axis=-1) / (spread + 1e-12)
 
 
+def _registered(cls):
+    """Registers a divergence class under its `name`."""
+    return DIVERGENCES.register(cls.name, cls)
+
+
 class Divergence:
     """Base class: a named, serializable `d(z_clean, z_perturbed)` returning `[batch]` values."""
 
@@ -78,6 +85,7 @@ class Divergence:
         return cls(**config)
 
 
+@_registered
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class RelativeSquaredL2(Divergence):
     """Squared L2 shift relative to the representation's spread over the batch."""
@@ -88,6 +96,7 @@ class RelativeSquaredL2(Divergence):
         return relative_squared_l2(z_clean, z_perturbed)
 
 
+@_registered
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class NormalizedRelativeSquaredL2(Divergence):
     """Squared L2 shift of normalized representations relative to their spread over the batch."""
@@ -98,11 +107,12 @@ class NormalizedRelativeSquaredL2(Divergence):
         return normalized_relative_squared_l2(z_clean, z_perturbed)
 
 
+@_registered
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class SquaredL2(Divergence):
     """Squared L2 distance between L2-normalized representations.
 
-    Through the Gaussian view of ../METHOD.md, it is also `2 s^2` times the KL
+    Through the Gaussian view of docs/method.md, it is also `2 s^2` times the KL
     between `N(n(z), s^2 I)` and `N(n(z'), s^2 I)`.
     """
 
@@ -112,6 +122,7 @@ class SquaredL2(Divergence):
         return squared_l2(z_clean, z_perturbed)
 
 
+@_registered
 @keras.saving.register_keras_serializable(package="tarrl_tf")
 class SoftmaxKL(Divergence):
     """KL between softmax distributions of normalized representations.
@@ -135,15 +146,13 @@ class SoftmaxKL(Divergence):
         return {"temperature": self.temperature}
 
 
-_BY_NAME = {cls.name: cls for cls in (SquaredL2, SoftmaxKL, RelativeSquaredL2,
-                                        NormalizedRelativeSquaredL2)}
-NAMES = tuple(sorted(_BY_NAME))
+NAMES = tuple(sorted(DIVERGENCES.names()))
 
 
 def get(divergence):
     """A divergence object from a name (one of `NAMES`), a config, or passed through."""
     if isinstance(divergence, str):
-        return _BY_NAME[check_choice(divergence, _BY_NAME, name="divergence")]()
+        return DIVERGENCES.get(divergence)()
     if isinstance(divergence, dict):
         return keras.saving.deserialize_keras_object(divergence)
     if not callable(divergence):

@@ -10,8 +10,8 @@ coarser tasks that group its classes:
 | `fashion_mnist` | `clothing_group` (tops / bottoms / footwear / bags) |
 | `cifar10` | `animals_vehicles` (animals / vehicles) |
 
-The tasks are a table of class-name groups, not code per task: adding one is
-adding a table entry.
+A task is a table of class-name groups, not code: adding one is one
+`register_task(dataset, name, groups)` call (at the end of this module).
 
 Example:
 ```python
@@ -31,33 +31,9 @@ import tensorflow as tf
 
 from tarrl_tf import data
 
-_DIGITS = data.CLASS_NAMES["digits"]
-
-# task name -> ((task class name, original class names in it), ...).
+# dataset name -> {task name: ((task class name, original class names in it), ...)}.
 # The task label of a group is its position.
-_DIGIT_TASKS = {
-    "parity": (("even", _DIGITS[0::2]), ("odd", _DIGITS[1::2])),
-    "magnitude": (("0-4", _DIGITS[:5]), ("5-9", _DIGITS[5:])),
-}
-_TASKS = {
-    "digits": _DIGIT_TASKS,
-    "mnist": _DIGIT_TASKS,
-    "fashion_mnist": {
-        "clothing_group": (
-            ("tops", ("T-shirt/top", "Pullover", "Dress", "Coat", "Shirt")),
-            ("bottoms", ("Trouser",)),
-            ("footwear", ("Sandal", "Sneaker", "Ankle boot")),
-            ("bags", ("Bag",)),
-        ),
-    },
-    "cifar10": {
-        "animals_vehicles": (
-            ("animals", ("bird", "cat", "deer", "dog", "frog", "horse")),
-            ("vehicles", ("airplane", "automobile", "ship", "truck")),
-        ),
-    },
-}
-
+_TASKS = {}
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -211,3 +187,36 @@ def _grouped_task(name, source_names, groups):
         tuple(group for group, _ in groups),
         tuple(mapping[label] for label in range(len(source_names))),
     )
+
+
+def register_task(dataset_name, task_name, groups):
+    """Registers a derived task of a known dataset: `groups` of its class names, one per task label.
+
+    Every original class must be in exactly one group; checked here, so a bad
+    table fails at import, not in the middle of an evaluation.
+    """
+    known = data.CLASS_NAMES.get(dataset_name)
+    if known is None:
+        raise ValueError(f"Unknown dataset {dataset_name!r}; known: {sorted(data.CLASS_NAMES)}")
+    tasks = _TASKS.setdefault(dataset_name, {})
+    if task_name == "labels" or task_name in tasks:
+        raise ValueError(f"Task {task_name!r} of {dataset_name!r} exists already")
+    groups = tuple((group, tuple(members)) for group, members in groups)
+    _grouped_task(task_name, known, groups)
+    tasks[task_name] = groups
+
+
+_DIGITS = data.CLASS_NAMES["digits"]
+for _dataset in ("digits", "mnist"):
+    register_task(_dataset, "parity", (("even", _DIGITS[0::2]), ("odd", _DIGITS[1::2])))
+    register_task(_dataset, "magnitude", (("0-4", _DIGITS[:5]), ("5-9", _DIGITS[5:])))
+register_task("fashion_mnist", "clothing_group", (
+    ("tops", ("T-shirt/top", "Pullover", "Dress", "Coat", "Shirt")),
+    ("bottoms", ("Trouser",)),
+    ("footwear", ("Sandal", "Sneaker", "Ankle boot")),
+    ("bags", ("Bag",)),
+))
+register_task("cifar10", "animals_vehicles", (
+    ("animals", ("bird", "cat", "deer", "dog", "frog", "horse")),
+    ("vehicles", ("airplane", "automobile", "ship", "truck")),
+))

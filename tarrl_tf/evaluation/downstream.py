@@ -1,7 +1,7 @@
 """Downstream classifiers on a pretrained encoder, trained plainly (no adversarial training).
 
 A head reads the L2-normalized representation: the same quantity the
-robustness regularizer measures, so the task-agnostic bound of ../METHOD.md
+robustness regularizer measures, so the task-agnostic bound (docs/method.md)
 applies to it directly (see `linear_head_lipschitz`). The frozen encoder's
 features are computed once and the head is trained on them, which makes a
 linear probe cost seconds, not an encoder pass per epoch.

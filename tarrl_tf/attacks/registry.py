@@ -1,0 +1,57 @@
+"""One record per attack: its name, norms, defaults, settings and the runner that crafts with it.
+
+Adding an attack is one `register(Attack(...))` next to its runner (see
+`cleverhans_attacks.py`); `AttackSpec`, `make_attack`, `run_attack`, the
+tools' `--attacks` flag and the evaluation read everything from here.
+"""
+
+import dataclasses
+from typing import Callable
+
+from tarrl_tf.registry import Registry
+
+ATTACKS = Registry("attack")
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """What the package knows about one attack.
+
+    Attributes:
+        name: the public name (`tools/evaluate.py --attacks=`, report rows, cards).
+        norms: the norms it supports (`"inf"`, `"2"`); the first is its default.
+        steps: default number of iterations.
+        build: `build(spec, model_fn, *, image_shape, num_classes, clip_min,
+            clip_max)` returns `craft(x, y) -> x_adv` for one batch.
+        step_size: `step_size(epsilon, steps)`, the default input-space step;
+            None for attacks that optimize with Adam and have no step size.
+        options: the attack's own settings (fields of `AttackSpec`) with their
+            defaults; every other optional field must stay None.
+        scaled_options: optional `scaled_options(epsilon, steps)`, defaults
+            that depend on the radius (they override `options`).
+        traced: run `craft` under one `tf.function` (False: eagerly, batch by batch).
+        costly: too slow for a whole test set on a CPU; the evaluation's
+            `subset_examples` runs it on the first examples only.
+    """
+
+    name: str
+    norms: tuple
+    steps: int
+    build: Callable
+    step_size: Callable = None
+    options: dict = dataclasses.field(default_factory=dict)
+    scaled_options: Callable = None
+    traced: bool = True
+    costly: bool = False
+
+    def defaults(self, epsilon, steps):
+        """The option defaults at this radius and number of steps."""
+        options = dict(self.options)
+        if self.scaled_options is not None:
+            options.update(self.scaled_options(epsilon, steps))
+        return options
+
+
+def register(attack):
+    """Adds an `Attack` record to `ATTACKS`; returns it."""
+    return ATTACKS.register(attack.name, attack)

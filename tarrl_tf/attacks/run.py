@@ -1,0 +1,238 @@
+"""Running attacks on Keras classifiers: crafting, accuracies, report rows."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tarrl_tf.attacks.registry import ATTACKS
+from tarrl_tf.attacks.spec import AttackSpec, check_integer
+from tarrl_tf.checks import check_images
+
+
+def run_attack(
+    model,
+    x,
+    y,
+    spec,
+    *,
+    batch_size=128,
+    clip_min=0.0,
+    clip_max=1.0,
+    seed=None,
+    verbose=False,
+):
+    """Crafts adversarial examples for a Keras classifier.
+
+    Args:
+        model: a Keras model mapping `[batch, H, W, C]` images to logits; it is
+            called with `training=False`.
+        x: float images, rank 4, values in `[clip_min, clip_max]`.
+        y: true labels, 1-D integers, one per image. Always required: the
+            attacks never fall back to the model's own predictions.
+        spec: an `AttackSpec`.
+        batch_size: examples per attack call.
+        clip_min: smallest valid pixel value.
+        clip_max: largest valid pixel value.
+        seed: optional integer; the same seed gives the same random starts.
+        verbose: show a `keras.utils.Progbar`.
+
+    Returns:
+        `x_adv`, float32 NumPy array of `x`'s shape, with
+        `||x_adv - x|| <= spec.epsilon` in `spec.norm` and values in
+        `[clip_min, clip_max]`. `spec.epsilon == 0` returns `x` unchanged.
+    """
+    x, y = _check_inputs(x, y, clip_min=clip_min, clip_max=clip_max)
+    spec = _check_spec(spec)
+    batch_size = check_integer(batch_size, "batch_size", minimum=1)
+    if seed is not None:
+        seed = check_integer(seed, "seed", minimum=0)
+    if spec.epsilon == 0:
+        # Nothing to search; also spares CleverHans divisions by a zero radius.
+        return x.copy()
+    model_fn = _logits_fn(model)
+    num_classes = _num_classes(model_fn, x, y)
+    attack_batch = _attack_fn(
+        spec,
+        model_fn,
+        image_shape=x.shape[1:],
+        num_classes=num_classes,
+        clip_min=float(clip_min),
+        clip_max=float(clip_max),
+        seed=seed,
+    )
+    x_adv = np.empty_like(x)
+    progbar = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
+    for start in range(0, len(x), batch_size):
+        stop = min(start + batch_size, len(x))
+        x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
+        if progbar is not None:
+            progbar.update(stop)
+    return x_adv
+
+
+def clean_accuracy(model, x, y, *, batch_size=256, clip_min=0.0, clip_max=1.0):
+    """Fraction of `x` that `model` classifies as `y` (inference mode, batched)."""
+    x, y = _check_inputs(x, y, clip_min=clip_min, clip_max=clip_max)
+    batch_size = check_integer(batch_size, "batch_size", minimum=1)
+    return float(np.mean(_predict(model, x, batch_size=batch_size) == y))
+
+
+def robust_accuracy(
+    model, x, y, spec, *, batch_size=128, clip_min=0.0, clip_max=1.0, seed=None, verbose=False
+):
+    """Fraction of examples classified correctly both clean and under the attack.
+
+    `x` itself lies in the threat ball, so an example counts as robust only if
+    `x` and `x_adv` are both classified correctly (robust <= clean accuracy).
+    The keyword arguments are those of `run_attack`.
+    """
+    (row,) = evaluate_attacks(
+        model,
+        x,
+        y,
+        [spec],
+        batch_size=batch_size,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        seed=seed,
+        verbose=verbose,
+    )
+    return row["robust_accuracy"]
+
+
+def evaluate_attacks(
+    model, x, y, specs, *, batch_size=128, clip_min=0.0, clip_max=1.0, seed=None, verbose=False
+):
+    """Runs several attacks; returns one report row per spec.
+
+    Each row is `spec.to_dict()` plus `robust_accuracy` (see `robust_accuracy`)
+    and `num_examples`. The keyword arguments are those of `run_attack`; every
+    attack gets the same `seed`.
+    """
+    specs = [_check_spec(spec) for spec in specs]
+    x, y = _check_inputs(x, y, clip_min=clip_min, clip_max=clip_max)
+    batch_size = check_integer(batch_size, "batch_size", minimum=1)
+    clean_ok = _predict(model, x, batch_size=batch_size) == y
+    rows = []
+    for spec in specs:
+        x_adv = run_attack(
+            model,
+            x,
+            y,
+            spec,
+            batch_size=batch_size,
+            clip_min=clip_min,
+            clip_max=clip_max,
+            seed=seed,
+            verbose=verbose,
+        )
+        adv_ok = _predict(model, x_adv, batch_size=batch_size) == y
+        rows.append(
+            {
+                **spec.to_dict(),
+                "robust_accuracy": float(np.mean(clean_ok & adv_ok)),
+                "num_examples": len(x),
+            }
+        )
+    return rows
+
+
+def _attack_fn(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max, seed):
+    """Returns `attack_batch(x, y) -> x_adv` on NumPy batches."""
+    attack = ATTACKS.get(spec.name)
+    craft = attack.build(spec, model_fn, image_shape=image_shape, num_classes=num_classes,
+                         clip_min=clip_min, clip_max=clip_max)
+    if not attack.traced:
+        return craft
+    return _TracedAttack(craft, image_shape=image_shape, seed=seed).run
+
+
+class _TracedAttack:
+    """Runs `craft(x, y)` under one `tf.function` traced once per `run_attack` call.
+
+    The batch dimension of the signature is `None`, so one trace serves every
+    batch, the last partial one included.
+    """
+
+    def __init__(self, craft, *, image_shape, seed):
+        self._craft = craft
+        self._seed = seed
+        signature = (
+            tf.TensorSpec((None, *image_shape), tf.float32),
+            tf.TensorSpec((None,), tf.int64),
+        )
+        # Traces `self`, not a closure: TF's retracing warning groups closures
+        # by their code, so one new function per run_attack call (one trace
+        # each) would be reported as retracing. autograph=False: CleverHans'
+        # loops run over Python ints and unroll at trace time.
+        self._function = tf.function(self, input_signature=signature, autograph=False)
+
+    def __call__(self, x, y):
+        if self._seed is not None:
+            # While tracing, this seeds only this function's graph (the global
+            # seed is untouched): the same seed replays the same random starts
+            # in a new run_attack call, while successive batches still differ.
+            tf.random.set_seed(self._seed)
+        return self._craft(x, y)
+
+    def run(self, x, y):
+        return self._function(x, y).numpy()
+
+
+def _logits_fn(model):
+    def model_fn(x):
+        return model(x, training=False)
+
+    return model_fn
+
+
+def _num_classes(model_fn, x, y):
+    logits = model_fn(tf.constant(x[:1]))
+    if len(logits.shape) != 2:
+        raise ValueError(
+            "The model must return logits of shape [batch, classes], "
+            f"got shape {tuple(logits.shape)}"
+        )
+    num_classes = int(logits.shape[-1])
+    if y.max() >= num_classes:
+        raise ValueError(f"Labels must be < {num_classes} (the model's classes), got {y.max()}")
+    return num_classes
+
+
+def _predict(model, x, *, batch_size):
+    return np.concatenate(
+        [
+            np.argmax(model(x[start : start + batch_size], training=False), axis=-1)
+            for start in range(0, len(x), batch_size)
+        ]
+    )
+
+
+def _check_inputs(x, y, *, clip_min, clip_max):
+    check_images(x, clip_min=clip_min, clip_max=clip_max, name="x")
+    x = np.asarray(x, dtype=np.float32)
+    if y is None:
+        raise ValueError(
+            "Labels y are required; attacks never use the model's predictions as labels"
+        )
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"y must be 1-D integer class labels, got shape {y.shape} and dtype {y.dtype}"
+            + ("; convert one-hot labels with np.argmax(y, axis=-1)" if y.ndim == 2 else "")
+        )
+    if len(y) != len(x):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    if y.min() < 0:
+        raise ValueError(f"Labels must be >= 0, got {y.min()}")
+    return x, y.astype(np.int64)
+
+
+def _check_spec(spec):
+    if not isinstance(spec, AttackSpec):
+        raise TypeError(
+            f"Expected an AttackSpec (see make_attack), got {type(spec).__name__}"
+        )
+    return spec
+
+

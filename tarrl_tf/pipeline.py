@@ -1,0 +1,250 @@
+"""The zoo pipeline: one row of an experiments file trained, evaluated and published.
+
+Rows are data (`benchmarks/experiments.json`): method, dataset, architecture,
+training budget, threat model, regularizer settings and the evaluation. One
+`run_row` pretrains the row's encoder, writes it and one evaluation report
+per task to `<output_dir>/<row>/`, and publishes the zoo entry `<row>` with
+its model card. `reevaluate_row` trains nothing: it measures a published
+entry anew with the row's current evaluation and replaces the entry, keeping
+the card's training facts. `benchmarks/reproduce.py` is the command around it.
+
+Example:
+```python
+from tarrl_tf import pipeline
+
+rows = pipeline.load_rows("benchmarks/experiments.json")
+settings = pipeline.Settings(datasets_dir="../shared/datasets", output_dir="runs/reproduce",
+                             zoo_dir="zoo")
+pipeline.run_row(rows["mnist_cnn_tarrl_linf03"], settings)
+```
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import keras
+
+from tarrl_tf import data, evaluation, training, zoo
+from tarrl_tf.evaluation import reports
+from tarrl_tf.training import pretraining
+from tarrl_tf.zoo.card import card_metrics
+from tarrl_tf.zoo.publish import create_zoo_entry
+
+# `quick` shrinks a row to check the pipeline in minutes (never for published numbers).
+QUICK_TRAINING = {"train_examples": 512, "epochs": 1, "batch_size": 128}
+QUICK_EVALUATION = {"num_examples": 100, "attack_steps": 5, "head_epochs": 5, "spsa_examples": 10,
+                    "subset_examples": 10}
+# The card facts a re-evaluation keeps from the published entry.
+KEPT_CARD_FACTS = ("dataset", "architecture", "method", "regularizer", "threat_model", "training")
+# Keys of a row's "regularizer" that are not arguments of the training model.
+_ROW_ONLY_KEYS = ("steps", "warmup_epochs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where a pipeline run reads and writes, and how.
+
+    Attributes:
+        datasets_dir: folder of `<name>/<name>.npz` offline datasets.
+        output_dir: encoders and reports go to `<output_dir>/<row>/`.
+        zoo_dir: the zoo to publish into (and, for `reevaluate_row`, to read from).
+        publish: publish the zoo entry.
+        replace: replace a published entry of the same name (else refuse to).
+        quick: tiny budgets (`QUICK_TRAINING`, `QUICK_EVALUATION`).
+    """
+
+    datasets_dir: str
+    output_dir: str
+    zoo_dir: str = None
+    publish: bool = True
+    replace: bool = False
+    quick: bool = False
+
+
+def load_rows(path):
+    """The rows of an experiments file, by name."""
+    rows = json.loads(pathlib.Path(path).read_text())["rows"]
+    return {row["name"]: row for row in rows}
+
+
+def dataset_source(dataset, datasets_dir):
+    """The `npz:` source of a dataset's offline copy; an error naming the file if it is absent."""
+    path = pathlib.Path(datasets_dir) / dataset / f"{dataset}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the offline copy of {dataset!r} is needed")
+    return f"npz:{path}"
+
+
+def prepared(row, settings):
+    """The row as it will run: shrunk by `QUICK_*` with `settings.quick`."""
+    if settings.quick:
+        row = {**row, **QUICK_TRAINING, "evaluation": {**row["evaluation"], **QUICK_EVALUATION}}
+    return row
+
+
+def train(row, images, labels, run_dir, settings):
+    """Trains the row's encoder with its registered method; returns `(encoder, history, seconds)`."""
+    threat, regularizer = row["threat_model"], row.get("regularizer", {})
+    seed = row.get("seed", 0)
+    encoder = pretraining.make_encoder(images.shape[1:], architecture=row["architecture"],
+                                       width=row.get("width"), norm=row.get("normalization"),
+                                       seed=seed)
+    if row.get("init_encoder"):
+        # Two stages: start from a trained encoder (e.g. plain SimCLR) instead of from scratch.
+        _copy_weights(_load_encoder(row["init_encoder"], settings), encoder)
+    method = training.METHODS.get(row["method"])
+    steps_per_epoch = len(images) // row["batch_size"]
+    needs = {}
+    if "teacher" in method.needs:
+        needs["teacher"] = _load_encoder(row["teacher"], settings)
+    if "num_classes" in method.needs:
+        needs["num_classes"] = int(labels.max()) + 1
+    options = {k: v for k, v in regularizer.items() if k not in _ROW_ONLY_KEYS}
+    model = training.build(
+        row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
+        steps=regularizer.get("steps", 5), seed=seed,
+        epsilon_warmup_steps=regularizer.get("warmup_epochs", 0) * steps_per_epoch,
+        **needs, **options)
+    if method.labeled:
+        dataset = data.supervised_dataset(images, labels, batch_size=row["batch_size"],
+                                          shuffle=True, seed=seed)
+    else:
+        dataset = data.pretraining_dataset(images, batch_size=row["batch_size"], seed=seed)
+    history, seconds = pretraining.fit_model(
+        model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
+        learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)
+    return encoder, history, seconds
+
+
+def _load_encoder(name, settings):
+    """An encoder named by a row (a teacher, a first stage): a `.keras` file, the row's encoder
+    trained in this output folder, or the zoo entry of that name."""
+    for path in (pathlib.Path(name), pathlib.Path(settings.output_dir) / name / "encoder.keras"):
+        if path.suffix == ".keras" and path.is_file():
+            return keras.models.load_model(path)
+    return zoo.load(name, zoo_dir=settings.zoo_dir)
+
+
+def _copy_weights(source, target):
+    if len(source.weights) != len(target.weights) or any(
+            s.shape != t.shape for s, t in zip(source.weights, target.weights)):
+        raise ValueError(f"init_encoder {source.name!r} does not fit the row's architecture "
+                         f"{target.name!r} (different weights)")
+    target.set_weights(source.get_weights())
+
+
+def run_row(row, settings):
+    """Trains, evaluates and (with `settings.publish`) publishes one row; returns the reports."""
+    row = prepared(row, settings)
+    if settings.publish and not settings.replace:
+        check_unpublished(row["name"], settings.zoo_dir)  # Before hours of training, not after.
+    run_dir = pathlib.Path(settings.output_dir) / row["name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    images, labels = data.load_arrays(dataset_source(row["dataset"], settings.datasets_dir),
+                                      "train", max_examples=row.get("train_examples"))
+    print(f"\n== {row['name']}: {row['method']} on {len(images)} {row['dataset']} images")
+    encoder, history, seconds = train(row, images, labels, run_dir, settings)
+    encoder.save(run_dir / "encoder.keras")
+    results, head = evaluate_row(
+        row, encoder, run_dir, settings, pretraining_seconds=seconds,
+        final_training_metrics={k: v[-1] for k, v in history.items()})
+    if settings.publish:
+        threat = row["threat_model"]
+        publish(row, encoder, head, results, dict(
+            dataset=row["dataset"], architecture=row["architecture"], method=row["method"],
+            regularizer=row.get("regularizer", {}),
+            threat_model={"norm": threat["norm"], "epsilon": threat["epsilon"]},
+            training={"epochs": row["epochs"], "batch_size": row["batch_size"],
+                      "wall_clock_seconds": round(seconds, 1),
+                      "train_examples": row.get("train_examples") or 0,
+                      "learning_rate": row["learning_rate"], "hardware": "2 CPU cores",
+                      "command": f"python benchmarks/reproduce.py --row={row['name']}"},
+            notes=row.get("notes")), settings.zoo_dir, replace=settings.replace)
+    return results
+
+
+def reevaluate_row(row, settings, source_zoo):
+    """Evaluates the published encoder of `row` (in `source_zoo`) anew and replaces its entry."""
+    row = prepared(row, settings)
+    name = row["name"]
+    card = zoo.info(name, zoo_dir=source_zoo)
+    mismatched = [k for k in ("dataset", "architecture", "method") if card[k] != row[k]]
+    if mismatched:
+        raise ValueError(
+            f"Zoo entry {name!r} in {source_zoo} differs from its row in {mismatched}: "
+            f"card {[card[k] for k in mismatched]}, row {[row[k] for k in mismatched]}"
+        )
+    encoder = zoo.load(name, zoo_dir=source_zoo)
+    run_dir = pathlib.Path(settings.output_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"\n== {name}: re-evaluating the zoo entry in {source_zoo}")
+    results, head = evaluate_row(row, encoder, run_dir, settings, reevaluated_zoo_entry=name,
+                                 pretraining_seconds=card["training"]["wall_clock_seconds"])
+    if settings.publish:
+        facts = {k: card[k] for k in KEPT_CARD_FACTS}
+        facts["training"] = {**facts["training"], "evaluation_command":
+                             f"python benchmarks/reproduce.py --row={name} --reevaluate"}
+        publish(row, encoder, head, results, {**facts, "notes": card.get("notes")},
+                settings.zoo_dir, replace=True)
+    return results
+
+
+def evaluate_row(row, encoder, run_dir, settings, **facts):
+    """Runs the row's evaluation on each task, writes the reports; returns `(results, head)`.
+
+    `facts` are added to every report. The head shipped is the `labels` task's.
+    """
+    ev = row["evaluation"]
+    dataset = dataset_source(row["dataset"], settings.datasets_dir)
+    results, head = {}, None
+    for task in ev["tasks"]:
+        report, _, task_head = evaluation.evaluate_on_dataset(
+            encoder, encoder_name=row["name"], dataset=dataset, task=task,
+            attack_specs=attack_specs(ev, task), num_examples=ev["num_examples"],
+            train_examples=ev.get("head_train_examples"), epochs=ev.get("head_epochs", 30),
+            spsa_examples=ev.get("spsa_examples", 100), subset_examples=ev.get("subset_examples"),
+            sanity_checks=task == "labels", verbose=True)
+        report.update(row=row, **facts)
+        reports.write_report(report, pathlib.Path(run_dir) / task)
+        results[task] = report
+        head = task_head if task == "labels" else head
+        print(reports.to_markdown(report))
+    return results, head
+
+
+def attack_specs(ev, task):
+    """The attacks of a row's "evaluation" for one task.
+
+    "attacks" are run at every radius of their norm ("epsilons", "l2_epsilons"),
+    except where "attack_epsilons" names an attack's own radii (SPSA at the
+    headline radius only); "task_attacks" may give a task fewer attacks (the
+    costly CW-L2 on the labels task only).
+    """
+    specs = []
+    for name in ev.get("task_attacks", {}).get(task, ev["attacks"]):
+        own = ev.get("attack_epsilons", {}).get(name)
+        specs += evaluation.attack_grid([name], own or ev["epsilons"],
+                                        l2_epsilons=own or ev.get("l2_epsilons"),
+                                        steps=ev.get("attack_steps"))
+    return specs
+
+
+def check_unpublished(name, zoo_dir):
+    """Raises a ValueError if `name` is published in the zoo already."""
+    target = zoo.resolve_zoo_dir(zoo_dir)
+    if name in zoo.list(zoo_dir=target):
+        raise ValueError(f"zoo entry {name!r} exists in {target}; pass --replace to train it anew "
+                         "or --reevaluate to measure it anew")
+
+
+def publish(row, encoder, head, results, facts, zoo_dir, *, replace=False):
+    """Writes the zoo entry `row["name"]` with the card `facts` and the results' metrics."""
+    target = zoo.resolve_zoo_dir(zoo_dir)
+    if not replace:
+        check_unpublished(row["name"], zoo_dir)
+    metrics = [item for report in results.values() for item in card_metrics(report)]
+    path = create_zoo_entry(encoder, name=row["name"], metrics=metrics, head=head,
+                            head_name="linear", zoo_dir=target, replace=replace, **facts)
+    print(f"{'Replaced' if replace else 'Published'} {path}")
+    return path

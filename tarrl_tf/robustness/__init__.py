@@ -1,0 +1,3 @@
+"""The robustness regularizer: divergences, the projected-gradient search, estimators, BatchNorm passes."""
+
+from tarrl_tf.robustness import batchnorm, divergences, regularizers, search  # noqa: F401

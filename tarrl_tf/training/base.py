@@ -1,0 +1,185 @@
+"""The skeleton of every training model, and the threat model of the adversarial baselines.
+
+`TrainingModel` is written once for `TARRLModel` and the baselines: the
+encoder check, input checks reported as ValueError, `build`, metrics by name,
+the warm-up ramp and `from_config`. `BaselineModel` adds the threat model
+`B(x) = {x' : ||x' - x||_p <= eps, 0 <= x' <= 1}` and one way to search it:
+`tarrl_tf.robustness.search.projected_gradient_ascent` on the model's own
+objective. The baselines differ only in that objective and in what they train.
+"""
+
+import contextlib
+import numbers
+
+import keras
+import tensorflow as tf
+
+from tarrl_tf.checks import canonical_norm, graph_errors_as_value_errors
+from tarrl_tf.encoders import image_input_shape
+from tarrl_tf.robustness.search import madry_step_size, projected_gradient_ascent
+
+
+def check_model(model, name):
+    """Raises a ValueError naming `name` unless `model` is a Keras layer or model."""
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(f"{name} must be a keras.Model or keras.layers.Layer, got {type(model)}")
+    return model
+
+
+def unrecorded(tape):
+    """`tape.stop_recording()`, or nothing to stop without a tape (in evaluation).
+
+    The search for worst-case inputs is never differentiated: only the passes
+    over the inputs it found are.
+    """
+    return contextlib.nullcontext() if tape is None else tape.stop_recording()
+
+
+def check_warmup_steps(value, name):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+class TrainingModel(keras.Model):
+    """Base class: a model that trains an encoder with a custom `train_step`.
+
+    Subclasses set `metric_names` (each gets a `keras.metrics.Mean` at
+    `<name>_tracker`), `nested_models` (the attributes holding Keras models,
+    serialized by `get_config` and rebuilt by `from_config`), `serialized_parts`
+    (other Keras objects `get_config` serializes), and implement `build_parts` for what they own
+    besides those models (projector, head, augmentation). They call
+    `self.build_from(encoder)` at the end of `__init__`.
+
+    `fit` and `evaluate` re-raise a failed in-graph input check
+    (`tarrl_tf.checks.checked_images`) as a ValueError.
+    """
+
+    metric_names = ()
+    nested_models = ("encoder",)
+    # Other attributes `get_config` serializes (the constructors accept their configs).
+    serialized_parts = ()
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name in self.metric_names:
+            setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
+
+    def fit(self, *args, **kwargs):
+        with graph_errors_as_value_errors():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with graph_errors_as_value_errors():
+            return super().evaluate(*args, **kwargs)
+
+    def build_from(self, encoder):
+        """Builds the model now if `encoder` has a known image input shape."""
+        input_shape = image_input_shape(encoder)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def build(self, input_shape):
+        for name in self.nested_models:
+            model = getattr(self, name)
+            if not model.built:
+                model.build(input_shape)
+        self.build_parts(input_shape)
+        self.built = True
+
+    def build_parts(self, input_shape):
+        """Builds what the model owns besides `nested_models`."""
+
+    def call(self, images, training=None):
+        return self.encoder(images, training=training)
+
+    @property
+    def metrics(self):
+        return [getattr(self, f"{name}_tracker") for name in self.metric_names]
+
+    def record(self, **values):
+        """Updates the named metrics with `values`; returns their results (the step's logs)."""
+        for name, value in values.items():
+            getattr(self, f"{name}_tracker").update_state(value)
+        return {name: getattr(self, f"{name}_tracker").result() for name in values}
+
+    def ramp(self, warmup_steps):
+        """Grows linearly from `1 / warmup_steps` to 1 over the first optimizer steps."""
+        if warmup_steps == 0 or self.optimizer is None:
+            return 1.0
+        step = tf.cast(self.optimizer.iterations + 1, "float32")
+        return tf.minimum(1.0, step / warmup_steps)
+
+    def get_config(self):
+        config = super().get_config()
+        for name in self.nested_models + self.serialized_parts:
+            value = getattr(self, name)
+            config[name] = None if value is None else keras.saving.serialize_keras_object(value)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in cls.nested_models:
+            config[name] = keras.saving.deserialize_keras_object(config[name])
+        return cls(**config)
+
+
+class BaselineModel(TrainingModel):
+    """Base class of the baselines: the threat model, input checks and the PGD search.
+
+    Subclasses set `self.encoder` (the model whose representation is
+    evaluated downstream) and implement `train_step`, `test_step`, `objective`
+    and `craft`. `craft` returns `argmax_{x' in B(x)} objective(x', ...)` as
+    found by `projected_gradient_ascent` from a random start.
+
+    Args:
+        epsilon: radius of the ball, in input units (images in [0, 1]).
+        norm: `"inf"` or `2`.
+        steps: PGD steps per search.
+        step_size: size of each step; defaults to `2.5 * epsilon / steps`
+            (`tarrl_tf.robustness.search.madry_step_size`, also used by
+            `regularizers.PGD`).
+        seed: seed of the random starts (and of the views, in subclasses).
+        epsilon_warmup_steps: optimizer steps over which the radius grows
+            linearly to `epsilon` (as `TARRLModel`'s warm-up). Adversarial
+            contrastive learning at a large radius from a random start can
+            collapse to a constant representation, which no perturbation moves.
+    """
+
+    def __init__(self, *, epsilon, norm="inf", steps=5, step_size=None, seed=None,
+                 epsilon_warmup_steps=0, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon_warmup_steps = check_warmup_steps(epsilon_warmup_steps, "epsilon_warmup_steps")
+        if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool) or not epsilon >= 0:
+            raise ValueError(f"epsilon must be a number >= 0, got {epsilon!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if step_size is not None and not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
+        self.epsilon = float(epsilon)
+        self.norm = canonical_norm(norm)
+        self.steps = steps
+        self.step_size = None if step_size is None else float(step_size)
+        self.seed = seed
+        # Offset from the views' seed, as in TARRLModel, so starts and views are not correlated.
+        self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
+
+    def _search(self, objective, x, epsilon=None):
+        """PGD on `objective` (a sum over examples) from a random start in the ball."""
+        if epsilon is None:
+            epsilon = self.epsilon * self.ramp(self.epsilon_warmup_steps)
+        radius = tf.cast(epsilon, x.dtype)
+        step_size = (madry_step_size(radius, self.steps) if self.step_size is None
+                     else tf.cast(self.step_size, x.dtype))
+        return projected_gradient_ascent(
+            objective, x, epsilon=radius, norm=self.norm, steps=self.steps, step_size=step_size,
+            random_start=True, clip_min=0.0, clip_max=1.0, seed=self.seed_generator,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon, norm=self.norm, steps=self.steps,
+                      step_size=self.step_size, seed=self.seed,
+                      epsilon_warmup_steps=self.epsilon_warmup_steps)
+        return config

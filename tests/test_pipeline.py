@@ -1,0 +1,90 @@
+"""`tarrl_tf.pipeline` in-process: a row trained by its registered method, evaluated and published."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import tarrl_tf
+from tarrl_tf import pipeline, zoo
+from tarrl_tf.testing import prototype_data
+
+IMAGE_SHAPE = (8, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny offline dataset `tiny` and an empty zoo."""
+    root = tmp_path_factory.mktemp("pipeline")
+    (x_train, y_train), (x_test, y_test) = prototype_data(96, seed=1), prototype_data(30, seed=2)
+    (root / "datasets" / "tiny").mkdir(parents=True)
+    np.savez(root / "datasets" / "tiny" / "tiny.npz", x_train=np.round(x_train * 255).astype("uint8"),
+             y_train=y_train, x_test=np.round(x_test * 255).astype("uint8"), y_test=y_test)
+    (root / "zoo").mkdir()
+    (root / "zoo" / zoo.MANIFEST_FILENAME).write_text(json.dumps(zoo.empty_manifest()))
+    return root
+
+
+def _row(name, method, **extra):
+    return {"name": name, "method": method, "dataset": "tiny", "architecture": "small_cnn",
+            "width": 4, "epochs": 1, "batch_size": 32, "learning_rate": 1e-3,
+            "threat_model": {"norm": "inf", "epsilon": 0.1},
+            "evaluation": {"tasks": ["labels"], "attacks": ["pgd_linf"], "epsilons": [0.1],
+                           "attack_steps": 2, "num_examples": 20, "head_epochs": 2},
+            **extra}
+
+
+def _settings(root, **kwargs):
+    return pipeline.Settings(datasets_dir=str(root / "datasets"), output_dir=str(root / "runs"),
+                             zoo_dir=str(root / "zoo"), **kwargs)
+
+
+def test_a_row_is_trained_evaluated_and_published(setup):
+    row = _row("tiny_cnn_tarrl_linf01", "tarrl", regularizer={
+        "estimator": "fgsm", "divergence": "normalized_relative_l2", "weight": 5.0,
+        "warmup_epochs": 1})
+    results = pipeline.run_row(row, _settings(setup))
+    assert set(results) == {"labels"}
+    report = json.loads((setup / "runs" / row["name"] / "labels" / "report.json").read_text())
+    assert report["row"]["regularizer"]["estimator"] == "fgsm"
+    assert "robustness" in report["final_training_metrics"]  # R was trained
+
+    zoo.verify(row["name"], zoo_dir=setup / "zoo")
+    card = zoo.info(row["name"], zoo_dir=setup / "zoo")
+    assert card["method"] == "tarrl" and card["training"]["epochs"] == 1
+    assert card["training"]["command"] == f"python benchmarks/reproduce.py --row={row['name']}"
+    assert card["metrics"][0]["attack"]["steps"] == 2
+    with pytest.raises(ValueError, match="exists in"):
+        pipeline.run_row(row, _settings(setup))  # published already: refused before training
+
+
+def test_a_baseline_row_takes_its_teacher_and_first_stage_from_files(setup, tmp_path):
+    keras.utils.set_random_seed(5)
+    first = tarrl_tf.encoders.small_cnn(input_shape=IMAGE_SHAPE, width=4)
+    first.save(tmp_path / "first.keras")
+    row = _row("tiny_cnn_deacl_linf01", "deacl", regularizer={"steps": 1},
+               teacher=str(tmp_path / "first.keras"), init_encoder=str(tmp_path / "first.keras"))
+    images, labels = prototype_data(64, seed=3)
+    settings = _settings(setup, publish=False)
+    encoder, history, seconds = pipeline.train(row, images, labels, tmp_path, settings)
+    assert set(history) == {"loss", "distillation_loss", "robustness"} and seconds > 0
+    # One step from the first stage's weights, not from a fresh initialization.
+    moved = [np.abs(a - b).max() for a, b in zip(encoder.get_weights(), first.get_weights())]
+    assert 0 < max(moved) < 0.05
+
+    wider = _row("tiny_cnn_acl_linf01", "acl", width=8, init_encoder=str(tmp_path / "first.keras"))
+    with pytest.raises(ValueError, match="does not fit the row's architecture"):
+        pipeline.train(wider, images, labels, tmp_path, settings)
+
+
+def test_a_labeled_method_trains_on_labels(setup, tmp_path):
+    row = _row("tiny_cnn_supervised_at_linf01", "supervised_at", regularizer={"steps": 1})
+    images, labels = prototype_data(64, seed=3)
+    _, history, _ = pipeline.train(row, images, labels, tmp_path, _settings(setup, publish=False))
+    assert set(history) == {"loss", "accuracy"}
+
+
+def test_an_absent_dataset_is_named(setup):
+    with pytest.raises(FileNotFoundError, match="offline copy of 'cifar10'"):
+        pipeline.dataset_source("cifar10", setup / "datasets")
