@@ -73,6 +73,7 @@ flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (cosine decay).")
 flags.DEFINE_enum("regularize_on", "images", ["images", "views"],
                   "Estimate R on the images or on the first augmented view.")
 flags.DEFINE_float("regularized_fraction", 1.0, "Part of each batch R is estimated on.")
+flags.DEFINE_boolean("detach_anchor", False, "Hold f(x) fixed in R (only f(x') differentiated).")
 flags.DEFINE_integer("warmup_epochs", 2, "Epsilon and weight warm-up epochs.")
 flags.DEFINE_integer("width", 32, "Encoder width (small_cnn for grayscale, cifar_resnet for RGB).")
 flags.DEFINE_enum("normalization", None, ["batch", "group"],
@@ -117,7 +118,7 @@ def main(argv):
         "batch_statistics": {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics],
         "seed": FLAGS.seed, "norm": FLAGS.norm, "epsilon": FLAGS.epsilon,
         "warmup_epochs": FLAGS.warmup_epochs, "regularize_on": FLAGS.regularize_on,
-        "regularized_fraction": FLAGS.regularized_fraction,
+        "regularized_fraction": FLAGS.regularized_fraction, "detach_anchor": FLAGS.detach_anchor,
         "train_examples": len(x), "epochs": FLAGS.epochs,
         "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate, "width": FLAGS.width,
         "dataset": data.info(FLAGS.dataset).name, "eval_attack": eval_attack,
@@ -139,7 +140,8 @@ def row(x):
     if method == "tarrl":
         regularizer.update(estimator=FLAGS.estimator, divergence=FLAGS.divergence,
                            weight=FLAGS.weight, regularize_on=FLAGS.regularize_on,
-                           regularized_fraction=FLAGS.regularized_fraction)
+                           regularized_fraction=FLAGS.regularized_fraction,
+                           detach_anchor=FLAGS.detach_anchor)
     batch_statistics = {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics]
     if batch_statistics is not None and method in ("tarrl", "acl", "deacl"):
         regularizer["batch_statistics"] = batch_statistics

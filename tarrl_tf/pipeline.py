@@ -27,6 +27,7 @@ import keras
 
 from tarrl_tf import data, evaluation, training, zoo
 from tarrl_tf.evaluation import reports
+from tarrl_tf.robustness import regularizers
 from tarrl_tf.training import pretraining
 from tarrl_tf.zoo.card import card_metrics
 from tarrl_tf.zoo.publish import create_zoo_entry
@@ -101,6 +102,8 @@ def train(row, images, labels, run_dir, settings):
     if "num_classes" in method.needs:
         needs["num_classes"] = int(labels.max()) + 1
     options = {k: v for k, v in regularizer.items() if k not in _ROW_ONLY_KEYS}
+    if "estimator" in options and regularizers.ESTIMATORS.get(options["estimator"]).needs_indices:
+        options["num_examples"] = len(images)
     model = training.build(
         row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
         steps=regularizer.get("steps", 5), seed=seed,
@@ -110,7 +113,9 @@ def train(row, images, labels, run_dir, settings):
         dataset = data.supervised_dataset(images, labels, batch_size=row["batch_size"],
                                           shuffle=True, seed=seed)
     else:
-        dataset = data.pretraining_dataset(images, batch_size=row["batch_size"], seed=seed)
+        dataset = data.pretraining_dataset(
+            images, batch_size=row["batch_size"], seed=seed,
+            with_indices=getattr(getattr(model, "regularizer", None), "needs_indices", False))
     history, seconds = pretraining.fit_model(
         model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
         learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)

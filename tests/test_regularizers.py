@@ -5,12 +5,21 @@ import tensorflow as tf
 
 from tarrl_tf import divergences, regularizers
 
-ESTIMATORS = {
-    "pgd": lambda eps, norm, **kw: regularizers.PGD(epsilon=eps, norm=norm, steps=3, **kw),
-    "fgsm": lambda eps, norm, **kw: regularizers.FGSM(epsilon=eps, norm=norm, **kw),
-    "power_iteration": lambda eps, norm, **kw: regularizers.PowerIteration(
-        epsilon=eps, norm=norm, iterations=2, **kw),
-}
+
+
+def _build(name, eps, norm, **kwargs):
+    """Any registered estimator, with 3 steps where it has steps."""
+    cls = regularizers.ESTIMATORS.get(name)
+    if cls.steps_argument:
+        kwargs[cls.steps_argument] = 3
+    if cls.needs_indices:
+        kwargs["num_examples"] = 64
+    return cls(eps, norm=norm, **kwargs)
+
+
+# Every registered estimator goes through the shared tests below (none is listed by hand).
+ESTIMATORS = {name: (lambda eps, norm, _name=name, **kw: _build(_name, eps, norm, **kw))
+              for name in regularizers.ESTIMATORS.names()}
 
 
 def _norms(delta):

@@ -64,7 +64,7 @@ def train_run(name, images, weight):
                                        width=FLAGS.width, seed=FLAGS.seed)
     regularizer = pretraining.make_regularizer(
         FLAGS.estimator, epsilon=FLAGS.epsilon, norm=FLAGS.norm, steps=FLAGS.steps,
-        divergence=FLAGS.divergence)
+        divergence=FLAGS.divergence, num_examples=len(images))
     run_dir = os.path.join(FLAGS.output_dir, name)
     print(f"\n== {name}: weight {weight}, {len(images)} images, {FLAGS.epochs} epochs")
     model, history, seconds = pretraining.pretrain(

@@ -158,7 +158,8 @@ def info(source, *, data_dir=None):
     return _tfds_info(tfds_source.builder(arg, data_dir))
 
 
-def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_remainder=True):
+def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_remainder=True,
+                        with_indices=False):
     """Batches images alone, for `model.fit` on unlabeled data.
 
     Args:
@@ -169,6 +170,9 @@ def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_rem
         seed: shuffle seed, for reproducible order.
         drop_remainder: drop the last partial batch, so every step sees
             `batch_size` images (contrastive losses depend on batch size).
+        with_indices: yield `(images, indices)`, each image's position in
+            `images` (int64), for estimators that remember each image
+            (`regularizers.PersistentPGD`).
 
     Returns:
         A shuffled, batched and prefetched dataset of `[B, H, W, C]` images
@@ -194,6 +198,9 @@ def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_rem
     else:
         checks.check_images(images)
         dataset = tf.data.Dataset.from_tensor_slices(images)
+    if with_indices:
+        dataset = dataset.enumerate().map(lambda index, image: (image, index),
+                                          num_parallel_calls=tf.data.AUTOTUNE)
     size = int(dataset.cardinality())
     if drop_remainder and 0 <= size < batch_size:
         raise ValueError(

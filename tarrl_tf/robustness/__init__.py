@@ -1,3 +1,3 @@
 """The robustness regularizer: divergences, the projected-gradient search, estimators, BatchNorm passes."""
 
-from tarrl_tf.robustness import batchnorm, divergences, regularizers, search  # noqa: F401
+from tarrl_tf.robustness import batchnorm, divergences, persistent, regularizers, search  # noqa: F401

@@ -47,6 +47,9 @@ class Regularizer:
 
     # The constructor argument that `build(..., steps=n)` sets (None: the estimator has no steps).
     steps_argument = None
+    # Estimators that remember something per image take each image's index (`perturb(indices=)`)
+    # and the number of images (`num_examples=`).
+    needs_indices = False
 
     def __init__(self, epsilon, *, norm="inf", divergence="squared_l2", clip_min=0.0, clip_max=1.0):
         if not epsilon >= 0:
@@ -253,10 +256,18 @@ class PowerIteration(Regularizer):
         return config
 
 
-def build(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2"):
-    """An estimator by name (one of `ESTIMATORS`); `steps` is its PGD steps or power iterations."""
+def build(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2", num_examples=None):
+    """An estimator by name (one of `ESTIMATORS`).
+
+    `steps` is its PGD steps or power iterations; `num_examples`, the number
+    of training images, goes to the estimators that remember each image.
+    """
     cls = ESTIMATORS.get(estimator)
     options = {cls.steps_argument: steps} if cls.steps_argument else {}
+    if cls.needs_indices:
+        if num_examples is None:
+            raise ValueError(f"estimator {estimator!r} remembers each image: pass num_examples")
+        options["num_examples"] = num_examples
     return cls(epsilon, norm=norm, divergence=divergence, **options)
 
 

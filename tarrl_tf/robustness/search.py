@@ -60,7 +60,7 @@ def ascent_direction(gradient, norm):
 
 
 def projected_gradient_ascent(objective, x, *, epsilon, norm, steps, step_size, random_start=True,
-                              clip_min=0.0, clip_max=1.0, seed=None):
+                              clip_min=0.0, clip_max=1.0, seed=None, start=None):
     """Maximizes `objective(x')` over `B(x)` by projected gradient ascent (Madry et al.).
 
     The one PGD loop of the package: the regularizers and the robust-SSL
@@ -80,12 +80,16 @@ def projected_gradient_ascent(objective, x, *, epsilon, norm, steps, step_size, 
         clip_min: lowest valid input value.
         clip_max: highest valid input value.
         seed: an int or a `keras.random.SeedGenerator`.
+        start: where to start instead (a point of the ball, e.g. a perturbation
+            remembered from an earlier search); overrides `random_start`.
 
     Returns:
         The perturbed batch, with no gradient flowing through it.
     """
     x_adv = x
-    if random_start:
+    if start is not None:
+        x_adv = project(start, x, epsilon, norm, clip_min, clip_max)
+    elif random_start:
         x_adv = project(x + random_in_ball(x, epsilon, norm, seed), x, epsilon, norm,
                         clip_min, clip_max)
 

@@ -33,10 +33,11 @@ def make_encoder(input_shape, *, architecture="auto", width=None, norm=None, see
     return builder(input_shape=input_shape, **options)
 
 
-def make_regularizer(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2"):
-    """A regularizer by estimator name; `steps` is PGD's steps or power iterations."""
+def make_regularizer(estimator, *, epsilon, norm="inf", steps=5, divergence="squared_l2",
+                     num_examples=None):
+    """A regularizer by estimator name (see `regularizers.build`)."""
     return regularizers.build(estimator, epsilon=epsilon, norm=norm, steps=steps,
-                              divergence=divergence)
+                              divergence=divergence, num_examples=num_examples)
 
 
 def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_dir=None, verbose=1):
@@ -144,11 +145,14 @@ def pretrain(
         `(model, history, seconds)`: the `TARRLModel`, the Keras history dict
         and the wall-clock training time.
     """
-    dataset = data.pretraining_dataset(images, batch_size=batch_size, seed=seed)
+    regularizer = regularizer if weight > 0 else None
+    dataset = data.pretraining_dataset(
+        images, batch_size=batch_size, seed=seed,
+        with_indices=getattr(regularizer, "needs_indices", False))
     steps_per_epoch = len(images) // batch_size
     warmup_steps = warmup_epochs * steps_per_epoch
     model = TARRLModel(
-        encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
+        encoder, method=method, regularizer=regularizer, weight=weight,
         epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
         regularize_on=regularize_on, regularized_fraction=regularized_fraction,
         batch_statistics=batch_statistics, seed=seed,

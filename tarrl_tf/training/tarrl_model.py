@@ -70,7 +70,15 @@ class TARRLModel(TrainingModel):
             estimated in training. `R` is a mean over inputs, so a part of
             the batch estimates it without bias at a proportionally lower
             cost (see benchmarks/step_time.py).
+        detach_anchor: hold `f(x)` fixed in `R` (no gradient through it), so
+            only the perturbed pass is differentiated: the encoder learns to
+            keep `f(x')` near `f(x)`, not also to move `f(x)`. Cheaper by the
+            anchor's backward pass.
         seed: seed for the views and the regularizer's random starts.
+
+    Estimators that remember each image (`regularizers.PersistentPGD`) take
+    the images' indices as the data's second element, `(images, indices)`,
+    as `tarrl_tf.data.pretraining_dataset(..., with_indices=True)` yields them.
 
     Example:
     ```python
@@ -101,6 +109,7 @@ class TARRLModel(TrainingModel):
         share_anchor=None,
         regularized_fraction=1.0,
         batch_statistics=None,
+        detach_anchor=False,
         seed=None,
         **kwargs,
     ):
@@ -116,6 +125,9 @@ class TARRLModel(TrainingModel):
         check_warmup_steps(epsilon_warmup_steps, "epsilon_warmup_steps")
         check_warmup_steps(weight_warmup_steps, "weight_warmup_steps")
         self.regularize_on = check_choice(regularize_on, REGULARIZE_ON, name="regularize_on")
+        if self._needs_indices(regularizer) and regularize_on == "views":
+            raise ValueError(f"{type(regularizer).__name__} remembers each image's perturbation; "
+                             "views differ at every visit, so use regularize_on='images'")
         self.encoder = encoder
         self.method = methods.get(method)
         self.regularizer = regularizer
@@ -129,23 +141,37 @@ class TARRLModel(TrainingModel):
         self.share_anchor = bool(share_anchor)
         self.regularized_fraction = float(regularized_fraction)
         self.batch_statistics = resolve_batch_statistics(batch_statistics, encoder)
+        self.detach_anchor = bool(detach_anchor)
         self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
         self.build_from(encoder)
 
     def build_parts(self, input_shape):
         self.method.build(self.encoder.compute_output_shape(input_shape))
         self.augmentation.build(input_shape)
+        if hasattr(self.regularizer, "build"):
+            self.regularizer.build(input_shape)
+
+    @staticmethod
+    def _needs_indices(regularizer):
+        return getattr(regularizer, "needs_indices", False)
 
     @property
     def trains_regularizer(self):
         return self.regularizer is not None and self.weight > 0
 
     def _images(self, data):
-        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        """The batch's images, checked, and their indices (None unless the estimator needs them)."""
+        images, indices, _ = keras.utils.unpack_x_y_sample_weight(data)
         if self.regularizer is None:
-            return checked_images(images)
+            return checked_images(images), None
+        if not self._needs_indices(self.regularizer):
+            indices = None
+        elif indices is None:
+            raise ValueError(
+                f"{type(self.regularizer).__name__} needs each image's index: train on "
+                "(images, indices), e.g. data.pretraining_dataset(images, ..., with_indices=True)")
         return checked_images(images, clip_min=self.regularizer.clip_min,
-                              clip_max=self.regularizer.clip_max)
+                              clip_max=self.regularizer.clip_max), indices
 
     def _ssl_loss(self, images, training):
         views = tf.concat(
@@ -157,7 +183,7 @@ class TARRLModel(TrainingModel):
         first_view, first_features = tf.split(views, 2)[0], tf.split(features, 2)[0]
         return self.method.loss(z1, z2), first_view, first_features
 
-    def _robustness(self, images, view, view_features, tape, epsilon=None):
+    def _robustness(self, images, indices, view, view_features, tape, epsilon=None):
         x, anchor = images, None
         if self.regularize_on == "views":
             x, anchor = view, view_features if self.share_anchor else None
@@ -166,33 +192,41 @@ class TARRLModel(TrainingModel):
                 self.regularized_fraction * tf.cast(tf.shape(x)[0], "float32")), "int32")
             x = x[:count]
             anchor = None if anchor is None else anchor[:count]
+            indices = None if indices is None else indices[:count]
         if self.batch_statistics:
-            return self._batch_statistics_robustness(x, tape, epsilon)
+            return self._batch_statistics_robustness(x, indices, tape, epsilon)
         if anchor is None:
             anchor = self.encoder(x, training=False)
         with tape.stop_recording():
-            x_adv = self._perturb(x, anchor, epsilon)
-        return tf.reduce_mean(self.regularizer.divergence(anchor, self.encoder(x_adv, training=False)))
+            x_adv = self._perturb(x, indices, anchor, epsilon)
+        return self._divergence(anchor, self.encoder(x_adv, training=False))
 
-    def _batch_statistics_robustness(self, x, tape, epsilon):
+    def _batch_statistics_robustness(self, x, indices, tape, epsilon):
         with tape.stop_recording():
-            x_adv = self._perturb(x, self.encoder(x, training=False), epsilon)
+            x_adv = self._perturb(x, indices, self.encoder(x, training=False), epsilon)
         anchor, perturbed = batch_statistics_pass(
             lambda z: self.encoder(z, training=True), x, x_adv, [self.encoder])
+        return self._divergence(anchor, perturbed)
+
+    def _divergence(self, anchor, perturbed):
+        if self.detach_anchor:
+            anchor = tf.stop_gradient(anchor)
         return tf.reduce_mean(self.regularizer.divergence(anchor, perturbed))
 
-    def _perturb(self, x, anchor, epsilon):
+    def _perturb(self, x, indices, anchor, epsilon):
+        extra = {} if indices is None else {"indices": indices}
         return self.regularizer.perturb(self.encoder, x, anchor=tf.stop_gradient(anchor),
-                                        epsilon=epsilon, seed=self.seed_generator)
+                                        epsilon=epsilon, seed=self.seed_generator, **extra)
 
     def train_step(self, data):
-        images = self._images(data)
+        images, indices = self._images(data)
         with tf.GradientTape() as tape:
             ssl_loss, view, view_features = self._ssl_loss(images, training=True)
             loss = ssl_loss
             if self.trains_regularizer:
                 epsilon = self.regularizer.epsilon * self.ramp(self.epsilon_warmup_steps)
-                robustness = self._robustness(images, view, view_features, tape, epsilon=epsilon)
+                robustness = self._robustness(images, indices, view, view_features, tape,
+                                              epsilon=epsilon)
                 loss = ssl_loss + self.weight * self.ramp(self.weight_warmup_steps) * robustness
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
@@ -201,7 +235,7 @@ class TARRLModel(TrainingModel):
         return self.record(loss=loss, ssl_loss=ssl_loss)
 
     def test_step(self, data):
-        images = self._images(data)
+        images, _ = self._images(data)
         ssl_loss, _, _ = self._ssl_loss(images, training=False)
         if self.regularizer is None:
             return self.record(loss=ssl_loss, ssl_loss=ssl_loss)
@@ -219,16 +253,18 @@ class TARRLModel(TrainingModel):
             share_anchor=self.share_anchor,
             regularized_fraction=self.regularized_fraction,
             batch_statistics=self.batch_statistics,
+            detach_anchor=self.detach_anchor,
             seed=self.seed,
         )
         return config
 
 
 def _make_tarrl(encoder, *, epsilon, norm, steps, seed, estimator="pgd", divergence="squared_l2",
-                weight=1.0, epsilon_warmup_steps=0, weight_warmup_steps=None, **options):
+                weight=1.0, epsilon_warmup_steps=0, weight_warmup_steps=None, num_examples=None,
+                **options):
     """TARRL from plain values; the weight ramps up with epsilon unless told otherwise."""
     regularizer = regularizers.build(estimator, epsilon=epsilon, norm=norm, steps=steps,
-                                     divergence=divergence)
+                                     divergence=divergence, num_examples=num_examples)
     if weight_warmup_steps is None:
         weight_warmup_steps = epsilon_warmup_steps
     return TARRLModel(encoder, regularizer=regularizer, weight=weight, seed=seed,
