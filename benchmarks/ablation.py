@@ -105,7 +105,7 @@ def main(argv):
         num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES, sanity_checks=False)
     line = {
         "name": FLAGS.name, "method": FLAGS.method, "weight": FLAGS.weight,
-        "estimator": FLAGS.estimator, "init_encoder": FLAGS.init_encoder,
+        "estimator": FLAGS.estimator, "init_encoder": FLAGS.init_encoder, "teacher": FLAGS.teacher,
         "steps": FLAGS.steps, "divergence": FLAGS.divergence, "seconds": round(seconds),
         "clean_accuracy": report["clean_accuracy"],
         "robust_accuracy": {str(a["epsilon"]): a["robust_accuracy"] for a in report["attacks"]},

@@ -1,0 +1,193 @@
+r"""The fixed-budget comparison of the natural-images search: robust accuracy against pretraining cost.
+
+Cost is counted in plain-SimCLR training steps, so it does not depend on the
+machine's load: each configuration's step time relative to a SimCLR step is
+measured once in one process, the configurations interleaved (`--measure`,
+written to --costs), and a run's cost is its number of steps times that
+ratio, plus what it was built on (DeACL's teacher, a first stage it started
+from). The table ranks every run of --results (JSON lines of
+`benchmarks/ablation.py`) by its linear probe's robust accuracy at --epsilon
+and writes one JSON line per run (--output) and a figure (--figure).
+
+    python benchmarks/budget.py --measure        # step-cost ratios of the proxy's configurations
+    python benchmarks/budget.py                  # the table, JSON lines and figure
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import io
+import json
+import pathlib
+import statistics
+import time
+
+import numpy as np
+from absl import app, flags
+from matplotlib.figure import Figure
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+flags.DEFINE_boolean("measure", False, "Measure the step-cost ratios (minutes) instead of ranking.")
+flags.DEFINE_list("results", [str(REPO / "benchmarks" / "cifar_proxy.jsonl")],
+                  "JSON lines files of the runs to rank (the proxy's settings, any number of files).")
+flags.DEFINE_string("costs", str(REPO / "benchmarks" / "cifar_proxy_costs.json"), "Step-cost ratios.")
+flags.DEFINE_string("output", str(REPO / "benchmarks" / "cifar_proxy_budget.jsonl"), "Ranked runs.")
+flags.DEFINE_string("figure", str(REPO / "benchmarks" / "figures" / "cifar_proxy_budget.png"),
+                    "Robust accuracy against cost.")
+flags.DEFINE_float("epsilon", 0.0313725, "The radius robust accuracy is ranked at.")
+flags.DEFINE_integer("width", 8, "Proxy ResNet width (--measure).")
+flags.DEFINE_integer("batch_size", 256, "Images per step (--measure).")
+flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration after 3 warm-up rounds (--measure).")
+FLAGS = flags.FLAGS
+
+# What a step's cost depends on: the method and, for TARRL, the estimator's settings.
+COST_KEYS = ("method", "estimator", "steps", "regularized_fraction", "detach_anchor")
+# The configurations --measure times (TARRL's weight does not change the cost).
+CONFIGURATIONS = [
+    {"method": "simclr"},
+    {"method": "tarrl", "estimator": "pgd", "steps": 1},
+    {"method": "tarrl", "estimator": "pgd", "steps": 3},
+    {"method": "tarrl", "estimator": "pgd", "steps": 5},
+    {"method": "tarrl", "estimator": "pgd", "steps": 3, "detach_anchor": True},
+    {"method": "tarrl", "estimator": "pgd", "steps": 3, "regularized_fraction": 0.5},
+    {"method": "tarrl", "estimator": "persistent_pgd", "steps": 1},
+    {"method": "tarrl", "estimator": "persistent_pgd", "steps": 1, "regularized_fraction": 0.5},
+    {"method": "tarrl", "estimator": "fgsm", "steps": 1},
+    {"method": "acl", "steps": 3},
+    {"method": "deacl", "steps": 3},
+    {"method": "supervised_at", "steps": 3},
+]
+
+
+def cost_key(run):
+    """The part of a run (an ablation line or a configuration) that sets its step cost."""
+    method = run.get("method", "tarrl")
+    if method == "tarrl" and not run.get("weight", 1.0):
+        method = "simclr"
+    if method == "simclr":
+        return "simclr"
+    values = {"method": method, "steps": run.get("steps", 3)}
+    if method == "tarrl":
+        values.update(estimator=run.get("estimator", "pgd"),
+                      regularized_fraction=run.get("regularized_fraction", 1.0),
+                      detach_anchor=bool(run.get("detach_anchor", False)))
+    return ",".join(f"{k}={values[k]}" for k in COST_KEYS if k in values)
+
+
+def measure():
+    import keras
+    import tensorflow as tf
+
+    from tarrl_tf import data, encoders, training
+
+    shape, epsilon = (32, 32, 3), 8 / 255
+    images = np.random.default_rng(0).random((FLAGS.batch_size, *shape), dtype=np.float32)
+    labels = np.arange(FLAGS.batch_size) % 10
+    functions = {}
+    for config in CONFIGURATIONS:
+        keras.utils.set_random_seed(0)
+
+        def encoder():
+            return encoders.cifar_resnet(input_shape=shape, width=FLAGS.width)
+
+        method = config["method"]
+        options = {k: v for k, v in config.items() if k not in ("method", "steps")}
+        needs = {"teacher": encoder()} if method == "deacl" else {}
+        if method == "supervised_at":
+            needs["num_classes"] = 10
+        if options.get("estimator") == "persistent_pgd":
+            options["num_examples"] = FLAGS.batch_size
+        model = training.build(method, encoder(), epsilon=epsilon, norm="inf",
+                               steps=config.get("steps", 3), seed=0, **needs, **options)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        if method == "supervised_at":
+            batch = (tf.constant(images), tf.constant(labels))
+        elif options.get("estimator") == "persistent_pgd":
+            batch = (tf.constant(images), tf.range(FLAGS.batch_size, dtype=tf.int64))
+        else:
+            batch = tf.constant(images)
+        model.make_train_function()
+        functions[cost_key(config)] = (model.train_function, batch)
+    times = {key: [] for key in functions}
+    for round_ in range(FLAGS.rounds + 3):
+        # Round-robin, so load from other processes hits every configuration alike.
+        for key, (function, batch) in functions.items():
+            start = time.perf_counter()
+            float(function(iter([batch]))["loss"])
+            if round_ >= 3:  # the first rounds trace and warm up
+                times[key].append(time.perf_counter() - start)
+    simclr = statistics.median(times["simclr"])
+    ratios = {key: round(statistics.median(t) / simclr, 3) for key, t in times.items()}
+    result = {"architecture": "cifar_resnet", "width": FLAGS.width, "batch_size": FLAGS.batch_size,
+              "rounds": FLAGS.rounds, "simclr_step_seconds": round(simclr, 4), "ratios": ratios,
+              "command": "python benchmarks/budget.py --measure"}
+    pathlib.Path(FLAGS.costs).write_text(json.dumps(result, indent=1) + "\n")
+    for key, ratio in ratios.items():
+        print(f"{key:80s} {ratio:5.2f}x simclr")
+
+
+def rank():
+    costs = json.loads(pathlib.Path(FLAGS.costs).read_text())["ratios"]
+    runs = [json.loads(line) for path in FLAGS.results
+            for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+    by_name = {run["name"]: run for run in runs}
+
+    def cost(run):
+        key = cost_key(run)
+        if key not in costs:
+            raise ValueError(f"No measured step cost for {key!r} ({run['name']}): run --measure "
+                             "with that configuration")
+        steps = run["epochs"] * (run["train_examples"] // run["batch_size"])
+        total = steps * costs[key]
+        for built_on in (run.get("init_encoder"), run.get("teacher")):
+            if built_on:  # a path <runs_dir>/<name>/encoder.keras of an earlier run
+                total += cost(by_name[pathlib.Path(built_on).parent.name])
+        return total
+
+    key = str(FLAGS.epsilon)
+    ranked = sorted(
+        ({"name": run["name"], "method": run.get("method", "tarrl"), "seed": run.get("seed", 0),
+          "cost_simclr_steps": round(cost(run)), "clean_accuracy": run["clean_accuracy"],
+          "robust_accuracy": run["robust_accuracy"][key], "eval_attack": run["eval_attack"],
+          "eval_steps": run["eval_steps"], "eval_examples": run["eval_examples"],
+          "epsilon": FLAGS.epsilon} for run in runs),
+        key=lambda r: (-r["robust_accuracy"], r["cost_simclr_steps"]))
+    pathlib.Path(FLAGS.output).write_text("".join(json.dumps(r) + "\n" for r in ranked))
+    print("| run | method | cost (SimCLR steps) | clean | robust |\n|---|---|---|---|---|")
+    for r in ranked:
+        print(f"| {r['name']} | {r['method']} | {r['cost_simclr_steps']} | "
+              f"{r['clean_accuracy']:.3f} | {r['robust_accuracy']:.3f} |")
+    _figure(ranked)
+
+
+def _figure(ranked):
+    figure = Figure(figsize=(6.5, 4.2))
+    axes = figure.subplots()
+    for method in sorted({r["method"] for r in ranked}):
+        points = [r for r in ranked if r["method"] == method]
+        axes.scatter([r["cost_simclr_steps"] for r in points],
+                     [r["robust_accuracy"] for r in points], label=method)
+        for r in points:
+            axes.annotate(r["name"].replace("cifar_proxy_", ""), (r["cost_simclr_steps"],
+                          r["robust_accuracy"]), fontsize=6, xytext=(3, 3),
+                          textcoords="offset points")
+    first = ranked[0]
+    axes.set_xlabel("pretraining cost (plain-SimCLR steps)")
+    axes.set_ylabel(f"robust accuracy ({first['eval_attack']}-{first['eval_steps']}, "
+                    f"eps {FLAGS.epsilon:.4g})")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    pathlib.Path(FLAGS.figure).write_bytes(buffer.getvalue())
+
+
+def main(argv):
+    del argv
+    measure() if FLAGS.measure else rank()
+
+
+if __name__ == "__main__":
+    app.run(main)
