@@ -22,7 +22,8 @@ import tarrl_tf
 from tarrl_tf import training
 from tarrl_tf.robustness import regularizers
 
-flags.DEFINE_enum("encoder", "small_cnn", ["small_cnn", "cifar_resnet"], "Encoder to time.")
+flags.DEFINE_enum("encoder", "small_cnn", list(tarrl_tf.encoders.ARCHITECTURES.names()),
+                  "Encoder to time.")
 flags.DEFINE_integer("batch_size", 256, "Images per step.")
 flags.DEFINE_integer("steps", 30, "Timed steps per configuration (after warm-up).")
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")

@@ -57,6 +57,7 @@ def cifar_resnet(
     blocks_per_stage=(2, 2, 2, 2),
     bn_momentum=0.9,
     norm="batch",
+    sync_batch_norm=False,
     name="cifar_resnet",
 ):
     """A CIFAR-style pre-activation ResNet (ResNet-18 layout by default).
@@ -77,6 +78,11 @@ def cifar_resnet(
             training and inference, so a regularizer that differentiates
             through inference-mode passes sees what the training pass sees
             (see RESULTS.md on CIFAR-10).
+        sync_batch_norm: under `tf.distribute`, BatchNormalization uses the
+            statistics of the global batch (as on one device) instead of each
+            replica's shard. Costs an all-reduce per layer; with small
+            per-replica batches it keeps the statistics (and R's batch pass)
+            what one device would compute.
         name: model name.
 
     Reference:
@@ -94,24 +100,25 @@ def cifar_resnet(
     for stage, blocks in enumerate(blocks_per_stage):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(x, width * 2**stage, strides, norm, bn_momentum,
+            x = _basic_block(x, width * 2**stage, strides, norm, bn_momentum, sync_batch_norm,
                              name=f"stage{stage}_block{block}")
-    x = _normalization(x, norm, bn_momentum, name="final")
+    x = _normalization(x, norm, bn_momentum, sync_batch_norm, name="final")
     x = layers.ReLU()(x)
     outputs = layers.GlobalAveragePooling2D(name="representation")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def _normalization(x, norm, bn_momentum, name):
+def _normalization(x, norm, bn_momentum, sync_batch_norm, name):
     """Normalizes `x`; the layer is `{name}_bn` or `{name}_gn`."""
     if norm == "batch":
-        return layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+        return layers.BatchNormalization(momentum=bn_momentum, synchronized=sync_batch_norm,
+                                         name=f"{name}_bn")(x)
     return layers.GroupNormalization(math.gcd(x.shape[-1], 8), name=f"{name}_gn")(x)
 
 
-def _basic_block(x, filters, strides, norm, bn_momentum, name):
+def _basic_block(x, filters, strides, norm, bn_momentum, sync_batch_norm, name):
     shortcut = x
-    x = _normalization(x, norm, bn_momentum, name=f"{name}_1")
+    x = _normalization(x, norm, bn_momentum, sync_batch_norm, name=f"{name}_1")
     x = layers.ReLU()(x)
     if strides != 1 or shortcut.shape[-1] != filters:
         # Project from the pre-activated tensor, as in the pre-activation ResNet.
@@ -121,7 +128,7 @@ def _basic_block(x, filters, strides, norm, bn_momentum, name):
     x = layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv1"
     )(x)
-    x = _normalization(x, norm, bn_momentum, name=f"{name}_2")
+    x = _normalization(x, norm, bn_momentum, sync_batch_norm, name=f"{name}_2")
     x = layers.ReLU()(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
     return layers.Add(name=f"{name}_add")([shortcut, x])

@@ -19,7 +19,7 @@ DATA = pathlib.Path(__file__).parent / "data"
 
 # Floors, from the bottom: a module imports only from lower floors or from its own room.
 FLOORS = [
-    {"registry", "checks", "files", "_version"},
+    {"registry", "checks", "files", "_version", "replicas"},
     {"encoders", "data"},
     {"ssl", "robustness"},
     {"training"},
@@ -110,7 +110,7 @@ def test_no_module_is_over_400_lines():
 
 
 def test_registries_are_the_lists_tools_use():
-    assert regularizers.ESTIMATORS.names() == ("pgd", "fgsm", "power_iteration")
+    assert regularizers.ESTIMATORS.names() == ("pgd", "fgsm", "power_iteration", "persistent_pgd")
     assert set(divergences.DIVERGENCES) == set(divergences.NAMES) == {
         "squared_l2", "kl", "relative_l2", "normalized_relative_l2"}
     assert set(methods.METHODS) == {"simclr", "barlow_twins"}

@@ -23,7 +23,7 @@ from tarrl_tf import data, encoders, evaluation
 from tarrl_tf.evaluation import reports
 from tarrl_tf.robustness import divergences, regularizers
 from tarrl_tf.ssl import methods
-from tarrl_tf.training import pretraining
+from tarrl_tf.training import pretraining, tarrl_model
 
 flags.DEFINE_string("dataset", "digits", "'digits', 'npz:PATH', or a TFDS name.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
@@ -38,7 +38,7 @@ flags.DEFINE_integer("steps", 5, "PGD steps, or power iterations.")
 flags.DEFINE_enum("divergence", "normalized_relative_l2", list(divergences.NAMES),
                   "Divergence d (normalized_relative_l2: the normalized shift relative to the "
                   "batch's spread on the sphere).")
-flags.DEFINE_enum("regularize_on", "images", ["images", "views"],
+flags.DEFINE_enum("regularize_on", "images", list(tarrl_model.REGULARIZE_ON),
                   "Estimate R on the batch's images or on the first augmented view.")
 flags.DEFINE_float("weight", 10.0, "Regularizer weight of the TARRL run.")
 flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight ramp up.")

@@ -14,6 +14,7 @@ representations. Each returns one value per example, shape `[batch]`.
 import keras
 import tensorflow as tf
 
+from tarrl_tf import replicas
 from tarrl_tf.registry import Registry
 
 DIVERGENCES = Registry("divergence")
@@ -22,6 +23,17 @@ DIVERGENCES = Registry("divergence")
 def _normalized(z):
     z = tf.reshape(z, [tf.shape(z)[0], -1])
     return tf.math.l2_normalize(z, axis=-1, epsilon=1e-12)
+
+
+def _spread(v):
+    """Mean squared distance of the rows of `v` from their mean: over the global batch under
+    `tf.distribute`, so that a replica's divergence does not depend on the number of replicas."""
+    if not replicas.cooperating():
+        return tf.reduce_mean(tf.reduce_sum(tf.square(v - tf.reduce_mean(v, 0)), axis=-1))
+    count = replicas.sum_over_replicas(tf.cast(tf.shape(v)[0], v.dtype))
+    # Two passes, as on one device: E[v^2] - E[v]^2 would cancel away a small spread.
+    mean = replicas.sum_over_replicas(tf.reduce_sum(v, 0)) / count
+    return replicas.sum_over_replicas(tf.reduce_sum(tf.square(v - mean))) / count
 
 
 def squared_l2(z_clean, z_perturbed):
@@ -45,8 +57,7 @@ def relative_squared_l2(z_clean, z_perturbed):
     """
     z = tf.reshape(z_clean, [tf.shape(z_clean)[0], -1])
     z_p = tf.reshape(z_perturbed, [tf.shape(z_perturbed)[0], -1])
-    spread = tf.reduce_mean(tf.reduce_sum(tf.square(z - tf.reduce_mean(z, 0)), axis=-1))
-    return tf.reduce_sum(tf.square(z - z_p), axis=-1) / (spread + 1e-12)
+    return tf.reduce_sum(tf.square(z - z_p), axis=-1) / (_spread(z) + 1e-12)
 
 
 def normalized_relative_squared_l2(z_clean, z_perturbed):
@@ -60,8 +71,7 @@ def normalized_relative_squared_l2(z_clean, z_perturbed):
     """
     n, n_p = _normalized(z_clean), _normalized(z_perturbed)
     # Not `1 - ||mean||^2`, which loses a small cap's spread to float32 cancellation.
-    spread = tf.reduce_mean(tf.reduce_sum(tf.square(n - tf.reduce_mean(n, 0)), axis=-1))
-    return tf.reduce_sum(tf.square(n - n_p), axis=-1) / (spread + 1e-12)
+    return tf.reduce_sum(tf.square(n - n_p), axis=-1) / (_spread(n) + 1e-12)
 
 
 def _registered(cls):

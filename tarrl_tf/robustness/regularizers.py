@@ -19,6 +19,7 @@ find it by name.
 import keras
 import tensorflow as tf
 
+from tarrl_tf import replicas
 from tarrl_tf.checks import canonical_norm, checked_images
 from tarrl_tf.registry import Registry
 from tarrl_tf.robustness import divergences
@@ -243,9 +244,10 @@ class PowerIteration(Regularizer):
                 value = self._divergence_sum(encoder, anchor, x + self.xi * direction)
             return i + 1, unit(tape.gradient(value, direction))
 
-        _, direction = tf.while_loop(
-            lambda i, _: i < self.iterations, iterate, [tf.constant(0), direction]
-        )
+        with replicas.local():  # per replica, as every search (see `search.py`)
+            _, direction = tf.while_loop(
+                lambda i, _: i < self.iterations, iterate, [tf.constant(0), direction]
+            )
         step = direction if self.norm == "2" else tf.sign(direction)
         x_adv = project(x + radius * step, x, radius, self.norm, self.clip_min, self.clip_max)
         return tf.stop_gradient(x_adv)

@@ -9,6 +9,8 @@ only in the objective they hand to `projected_gradient_ascent`.
 import keras
 import tensorflow as tf
 
+from tarrl_tf import replicas
+
 _TINY = 1e-12
 
 
@@ -100,5 +102,7 @@ def projected_gradient_ascent(objective, x, *, epsilon, norm, steps, step_size, 
         x_adv = x_adv + step_size * ascent_direction(tape.gradient(value, x_adv), norm)
         return i + 1, project(x_adv, x, epsilon, norm, clip_min, clip_max)
 
-    _, x_adv = tf.while_loop(lambda i, _: i < steps, ascend, [tf.constant(0), x_adv])
+    # Each replica searches its own shard: collectives cannot run inside the loop.
+    with replicas.local():
+        _, x_adv = tf.while_loop(lambda i, _: i < steps, ascend, [tf.constant(0), x_adv])
     return tf.stop_gradient(x_adv)

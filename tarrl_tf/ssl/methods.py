@@ -24,18 +24,22 @@ class Method(keras.layers.Layer):
 class ProjectorMethod(Method):
     """A method whose projector is a two-layer MLP (`Flatten -> Dense -> [BN] -> ReLU -> Dense`).
 
-    Subclasses set `batch_norm` and implement `loss`.
+    Subclasses set `batch_norm` and implement `loss`. Under `tf.distribute`
+    the projector's BatchNorm normalizes each replica's shard with its own
+    statistics, unless `sync_batch_norm` (then with the global batch's, as on
+    one device).
     """
 
     batch_norm = False
 
-    def __init__(self, projection_dim, hidden_dim, **kwargs):
+    def __init__(self, projection_dim, hidden_dim, sync_batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
+        self.sync_batch_norm = bool(sync_batch_norm)
         stack = [layers.Flatten(), layers.Dense(hidden_dim, use_bias=not self.batch_norm)]
         if self.batch_norm:
-            stack.append(layers.BatchNormalization())
+            stack.append(layers.BatchNormalization(synchronized=self.sync_batch_norm))
         stack += [layers.ReLU(), layers.Dense(projection_dim)]
         self.projector = keras.Sequential(stack, name="projector")
 
@@ -48,6 +52,8 @@ class ProjectorMethod(Method):
     def get_config(self):
         config = super().get_config()
         config.update(projection_dim=self.projection_dim, hidden_dim=self.hidden_dim)
+        if self.batch_norm:
+            config["sync_batch_norm"] = self.sync_batch_norm
         return config
 
 
@@ -86,6 +92,8 @@ class BarlowTwins(ProjectorMethod):
         projection_dim: output size of the projector.
         hidden_dim: hidden size of the projector.
         off_diagonal_weight: weight of the redundancy-reduction term.
+        sync_batch_norm: under `tf.distribute`, the projector's BatchNorm uses
+            the global batch's statistics (default: each replica's own).
 
     Reference:
         Zbontar et al., "Barlow Twins: Self-Supervised Learning via Redundancy
@@ -94,8 +102,9 @@ class BarlowTwins(ProjectorMethod):
 
     batch_norm = True
 
-    def __init__(self, projection_dim=128, hidden_dim=256, off_diagonal_weight=5e-3, **kwargs):
-        super().__init__(projection_dim, hidden_dim, **kwargs)
+    def __init__(self, projection_dim=128, hidden_dim=256, off_diagonal_weight=5e-3,
+                 sync_batch_norm=False, **kwargs):
+        super().__init__(projection_dim, hidden_dim, sync_batch_norm=sync_batch_norm, **kwargs)
         self.off_diagonal_weight = off_diagonal_weight
 
     def loss(self, z1, z2):

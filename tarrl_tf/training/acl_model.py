@@ -151,8 +151,7 @@ class ACLModel(BaselineModel):
         with tf.GradientTape() as tape:
             ssl_loss, adversarial_ssl_loss = self._terms(v1, v2, training=True, tape=tape)
             loss = ssl_loss + self.adversarial_weight * adversarial_ssl_loss
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        self.apply_gradients(tape, loss)
         return self.record(loss=loss, ssl_loss=ssl_loss, adversarial_ssl_loss=adversarial_ssl_loss)
 
     def test_step(self, data):

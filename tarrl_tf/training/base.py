@@ -103,6 +103,20 @@ class TrainingModel(keras.Model):
             getattr(self, f"{name}_tracker").update_state(value)
         return {name: getattr(self, f"{name}_tracker").result() for name in values}
 
+    def apply_gradients(self, tape, loss):
+        """One optimizer step on `loss`, this replica's part of the global batch's loss.
+
+        Under `tf.distribute` the optimizer sums the replicas' gradients, and
+        each replica's loss is a mean over its shard (or, for losses on the
+        gathered global batch, the global value), so each counts 1/replicas,
+        as Keras does for compiled losses: the sum is the one-device gradient.
+        """
+        gradients = tape.gradient(loss, self.trainable_variables)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            gradients = [g if g is None else g / replicas for g in gradients]
+        self.optimizer.apply(gradients, self.trainable_variables)
+
     def ramp(self, warmup_steps):
         """Grows linearly from `1 / warmup_steps` to 1 over the first optimizer steps."""
         if warmup_steps == 0 or self.optimizer is None:

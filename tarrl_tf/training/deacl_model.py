@@ -168,8 +168,7 @@ class DeACLModel(BaselineModel):
         with tf.GradientTape() as tape:
             distillation_loss, robustness = self._terms(x, training=True, tape=tape)
             loss = distillation_loss + self.weight * robustness
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        self.apply_gradients(tape, loss)
         return self.record(loss=loss, distillation_loss=distillation_loss, robustness=robustness)
 
     def test_step(self, data):

@@ -131,8 +131,7 @@ class SupervisedATModel(BaselineModel):
                 x_adv = self._craft(x, labels)
             logits = self._logits(x_adv, True)
             loss = tf.reduce_mean(self._cross_entropy(logits, labels))
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        self.apply_gradients(tape, loss)
         return self._update_metrics(loss, logits, labels)
 
     def test_step(self, data):

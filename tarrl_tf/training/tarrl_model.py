@@ -228,8 +228,7 @@ class TARRLModel(TrainingModel):
                 robustness = self._robustness(images, indices, view, view_features, tape,
                                               epsilon=epsilon)
                 loss = ssl_loss + self.weight * self.ramp(self.weight_warmup_steps) * robustness
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        self.apply_gradients(tape, loss)
         if self.trains_regularizer:
             return self.record(loss=loss, ssl_loss=ssl_loss, robustness=robustness)
         return self.record(loss=loss, ssl_loss=ssl_loss)

@@ -1,0 +1,116 @@
+"""Training under `tf.distribute.MirroredStrategy` optimizes the one-device objective.
+
+Each test runs in a fresh process with two logical CPU devices (they must be
+configured before TensorFlow starts). Randomness is per replica under a
+strategy, so these tests use steps without it: identity views, a fixed
+perturbation for R, and baselines at epsilon 0 (whose searches cannot move).
+"""
+
+from tarrl_tf.testing import run_in_fresh_process
+
+PREAMBLE = """
+import numpy as np, tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+import keras, tarrl_tf
+from tarrl_tf.ssl import losses
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+rng = np.random.default_rng(0)
+"""
+
+
+def test_losses_see_the_global_batch_and_per_replica_negatives_would_not():
+    run_in_fresh_process(PREAMBLE + """
+z1 = tf.constant(rng.normal(size=(8, 5)), tf.float32)
+z2 = tf.constant(rng.normal(size=(8, 5)), tf.float32)
+for loss in (losses.nt_xent, losses.barlow_twins):
+    expected = float(loss(z1, z2))
+
+    def per_replica():
+        context = tf.distribute.get_replica_context()
+        rows = slice(4 * context.replica_id_in_sync_group, None)
+        i = context.replica_id_in_sync_group
+        return loss(z1[4 * i: 4 * i + 4], z2[4 * i: 4 * i + 4])
+
+    values = strategy.experimental_local_results(strategy.run(tf.function(per_replica)))
+    # The one-device loss is the mean over replicas of their losses.
+    np.testing.assert_allclose(np.mean([float(v) for v in values]), expected, rtol=1e-5)
+# Per-replica negatives (each half alone) give another objective:
+alone = np.mean([float(losses.nt_xent(z1[:4], z2[:4])), float(losses.nt_xent(z1[4:], z2[4:]))])
+assert abs(alone - float(losses.nt_xent(z1, z2))) > 1e-2, alone
+print("ok")
+""")
+
+
+STEPS = """
+class Fixed(tarrl_tf.regularizers.Regularizer):
+    # A perturbation without randomness, so both runs perturb the same way.
+    def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
+        return tf.clip_by_value(x + 0.05 * tf.sign(tf.sin(37.0 * x)), 0.0, 1.0)
+
+x = rng.random((16, 12, 12, 1)).astype("float32")
+labels = (np.arange(16) % 3).astype("int64")
+
+def trained(make, distributed, labeled=False, steps=3, learning_rate=0.1):
+    keras.utils.set_random_seed(0)
+    with (strategy.scope() if distributed else tf.distribute.get_strategy().scope()):
+        model = make(tarrl_tf.encoders.small_cnn(input_shape=(12, 12, 1), width=4,
+                                                 representation_dim=8))
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    start = model.encoder.get_weights()
+    data = tf.data.Dataset.from_tensor_slices((x, labels) if labeled else x).batch(8)
+    history = model.fit(data.repeat(2).take(steps), epochs=1, verbose=0).history
+    weights = model.encoder.get_weights()
+    assert max(np.abs(a - b).max() for a, b in zip(start, weights)) > 1e-3  # it trained
+    return start, weights, history
+
+def same(make, **kwargs):
+    # One SGD step of size 1 moves the weights by the gradient: the same on one device and two.
+    (start, one, _), (_, two, _) = [trained(make, d, steps=1, learning_rate=1.0, **kwargs)
+                                    for d in (False, True)]
+    for s, a, b in zip(start, one, two):
+        np.testing.assert_allclose(a - s, b - s, atol=1e-4)
+    # Three steps: the same logs (loss, R, ...) and weights; float sums in another order
+    # drift by about 1e-4 over three steps.
+    (_, one, h1), (_, two, h2) = [trained(make, d, **kwargs) for d in (False, True)]
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, atol=5e-4)
+    for key in h1:
+        np.testing.assert_allclose(h1[key], h2[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    return h1
+"""
+
+
+def test_tarrl_trains_the_same_on_one_device_and_on_two():
+    run_in_fresh_process(PREAMBLE + STEPS + """
+identity = lambda: keras.layers.Identity()
+history = same(lambda e: tarrl_tf.TARRLModel(
+    e, regularizer=Fixed(0.05, divergence="normalized_relative_l2"), weight=2.0,
+    augmentation=identity(), seed=0))
+assert history["robustness"][0] > 0  # R is not trivially zero
+barlow = lambda sync: (lambda e: tarrl_tf.TARRLModel(
+    e, method=tarrl_tf.methods.BarlowTwins(sync_batch_norm=sync), weight=0.0,
+    augmentation=identity(), seed=0))
+same(barlow(True))
+# By default the projector's BatchNorm normalizes each replica's shard alone: another step.
+(start, one, _), (_, two, _) = [trained(barlow(False), d, steps=1, learning_rate=1.0)
+                                for d in (False, True)]
+assert max(np.abs(a - b).max() for a, b in zip(one, two)) > 1e-2
+print("ok")
+""")
+
+
+def test_a_baseline_trains_the_same_on_one_device_and_on_two():
+    run_in_fresh_process(PREAMBLE + STEPS + """
+resnet = lambda: tarrl_tf.encoders.cifar_resnet(input_shape=(12, 12, 1), width=4,
+                                               blocks_per_stage=(1, 1, 1, 1), sync_batch_norm=True)
+# With synchronized BatchNorm a ResNet's TARRL (R through batch statistics) is the same too.
+same(lambda e: tarrl_tf.TARRLModel(resnet(), regularizer=Fixed(0.05), weight=2.0,
+                                   augmentation=keras.layers.Identity(), seed=0))
+same(lambda e: tarrl_tf.ACLModel(e, epsilon=0.0, steps=1, augmentation=keras.layers.Identity(),
+                                 seed=0))
+same(lambda e: tarrl_tf.SupervisedATModel(e, 3, epsilon=0.0, steps=1, seed=0), labeled=True)
+print("ok")
+""")
