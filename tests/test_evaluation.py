@@ -286,7 +286,7 @@ def test_reports_show_the_subset_rows(subset_run, tmp_path):
     for row in report["attacks"]:
         assert (f"| {row['clean_accuracy']:.4f} | {row['robust_accuracy']:.4f} "
                 f"| {row['adversarial_loss']:.4f} | {row['num_examples']} |") in markdown
-    assert f"first test examples only (costly attacks): cw_l2 ({SUBSET}), spsa ({SUBSET})" in markdown
+    assert f"first test examples only (costly attacks, suite subsets): cw_l2 ({SUBSET}), spsa ({SUBSET})" in markdown
     assert (tmp_path / "robust_accuracy.png").read_bytes().startswith(PNG_MAGIC)
 
 

@@ -1,7 +1,7 @@
 """The evaluation protocol of an encoder: the report behind `tools/evaluate.py`.
 
 Train a plain head on the frozen encoder for a task, attack the whole
-pipeline (CleverHans, through `tarrl_tf.attacks`), measure the encoder's
+pipeline (CleverHans and ART, through `tarrl_tf.attacks`), measure the encoder's
 regularizer `R` on the same examples, and, for linear heads, set the
 task-agnostic bound beside the measured adversarial loss.
 """

@@ -54,7 +54,7 @@ def to_markdown(report):
     subset = dict.fromkeys(f"{r['name']} ({r['num_examples']})" for r in report["attacks"]
                            if r["num_examples"] != report["num_examples"])
     if subset:
-        lines += ["", "Attacked on the first test examples only (costly attacks): "
+        lines += ["", "Attacked on the first test examples only (costly attacks, suite subsets): "
                   f"{', '.join(subset)}; the clean accuracy in their rows is that of those examples."]
     if report.get("robustness"):
         lines += ["", "## The encoder's regularizer R (PGD on the normalized representation)", "",
