@@ -30,6 +30,7 @@ from tarrl_tf.evaluation import reports
 from tarrl_tf.robustness import regularizers
 from tarrl_tf.training import pretraining
 from tarrl_tf.zoo.card import card_metrics
+from tarrl_tf.zoo.headline import card_headline
 from tarrl_tf.zoo.publish import create_zoo_entry
 
 # `quick` shrinks a row to check the pipeline in minutes (never for published numbers).
@@ -80,7 +81,10 @@ def dataset_source(dataset, datasets_dir):
 def prepared(row, settings):
     """The row as it will run: shrunk by `QUICK_*` with `settings.quick`."""
     if settings.quick:
-        row = {**row, **QUICK_TRAINING, "evaluation": {**row["evaluation"], **QUICK_EVALUATION}}
+        evaluation = {**row["evaluation"], **QUICK_EVALUATION}
+        if evaluation.get("suite"):
+            evaluation["suite"] = "quick"
+        row = {**row, **QUICK_TRAINING, "evaluation": evaluation}
     return row
 
 
@@ -199,6 +203,8 @@ def evaluate_row(row, encoder, run_dir, settings, **facts):
     """Runs the row's evaluation on each task, writes the reports; returns `(results, head)`.
 
     `facts` are added to every report. The head shipped is the `labels` task's.
+    An evaluation's optional "suite" (`tarrl_tf.attacks.SUITES`) runs at every
+    threat model of its attacks; the card's `headline` is its worst case.
     """
     ev = row["evaluation"]
     dataset = dataset_source(row["dataset"], settings.datasets_dir)
@@ -209,7 +215,7 @@ def evaluate_row(row, encoder, run_dir, settings, **facts):
             attack_specs=attack_specs(ev, task), num_examples=ev["num_examples"],
             train_examples=ev.get("head_train_examples"), epochs=ev.get("head_epochs", 30),
             spsa_examples=ev.get("spsa_examples", 100), subset_examples=ev.get("subset_examples"),
-            sanity_checks=task == "labels", verbose=True)
+            suite=ev.get("suite"), sanity_checks=task == "labels", verbose=True)
         report.update(row=row, **facts)
         reports.write_report(report, pathlib.Path(run_dir) / task)
         results[task] = report
@@ -249,7 +255,9 @@ def publish(row, encoder, head, results, facts, zoo_dir, *, replace=False):
     if not replace:
         check_unpublished(row["name"], zoo_dir)
     metrics = [item for report in results.values() for item in card_metrics(report)]
-    path = create_zoo_entry(encoder, name=row["name"], metrics=metrics, head=head,
+    # The suite's worst case at the card's threat model, on the labels task (when it ran).
+    headline = card_headline(results["labels"], facts["threat_model"]) if "labels" in results else None
+    path = create_zoo_entry(encoder, name=row["name"], metrics=metrics, head=head, headline=headline,
                             head_name="linear", zoo_dir=target, replace=replace, **facts)
     print(f"{'Replaced' if replace else 'Published'} {path}")
     return path

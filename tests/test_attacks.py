@@ -23,6 +23,9 @@ FAST = {
     "mim": {"steps": 5},
     "cw_l2": {"steps": 10, "binary_search_steps": 2, "learning_rate": 0.1, "initial_const": 1.0},
     "spsa": {"steps": 10, "spsa_samples": 16},
+    "apgd_ce": {"steps": 10},
+    "apgd_t": {"steps": 10},
+    "square": {"steps": 200},
 }
 
 
@@ -156,6 +159,7 @@ def test_unknown_attack_name_raises():
         ("pgd_l2", "inf"),
         ("cw_l2", "inf"),
         ("spsa", 2),
+        ("square", "2"),  # ART's L2 Square is defective (art_attacks.py)
     ],
 )
 def test_invalid_norm_raises(name, norm):
@@ -179,6 +183,11 @@ def test_invalid_norm_raises(name, norm):
         ("spsa", {"epsilon": 0.1, "spsa_samples": 15}, "even"),
         ("cw_l2", {"epsilon": 1.0, "step_size": 0.1}, "no step_size"),
         ("cw_l2", {"epsilon": 1.0, "learning_rate": 0.0}, "learning_rate must be > 0"),
+        # APGD's first step is 2 epsilon (AutoAttack), no more.
+        ("apgd_ce", {"epsilon": 0.1, "step_size": 0.3}, r"must not exceed 2 x epsilon \(0.2\)"),
+        ("apgd_t", {"epsilon": 0.1, "target_classes": 0}, "target_classes must be >= 1"),
+        ("square", {"epsilon": 0.1, "p_init": 1.0}, "p_init must lie strictly between 0 and 1"),
+        ("square", {"epsilon": 0.1, "step_size": 0.1}, "no step_size"),
     ],
 )
 def test_invalid_settings_raise(name, settings, message):
@@ -289,7 +298,8 @@ def test_clean_accuracy_uses_labels(classifier, test_set):
 # --- Labels, tracing, seeds -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd_linf", "bim", "mim", "cw_l2", "spsa"])
+@pytest.mark.parametrize("name", ["fgsm", "pgd_linf", "bim", "mim", "cw_l2", "spsa", "apgd_ce",
+                                  "apgd_t", "square"])
 def test_labels_are_used(name, classifier, test_set):
     x, y = test_set[0][:4], test_set[1][:4]
     spec = fast_spec(name, LARGE_EPS[default_norm(name)])
@@ -327,7 +337,7 @@ def test_trace_counter_sees_eager_cw(classifier, test_set):
     assert calls[3] > calls[1]
 
 
-@pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "spsa"])
+@pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "spsa", "apgd_ce", "square"])
 def test_seed_makes_random_starts_reproducible(name, classifier, test_set):
     x, y = test_set[0][:6], test_set[1][:6]
     spec = fast_spec(name, 0.5 * LARGE_EPS[default_norm(name)], steps=2)

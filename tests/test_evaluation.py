@@ -286,7 +286,7 @@ def test_reports_show_the_subset_rows(subset_run, tmp_path):
     for row in report["attacks"]:
         assert (f"| {row['clean_accuracy']:.4f} | {row['robust_accuracy']:.4f} "
                 f"| {row['adversarial_loss']:.4f} | {row['num_examples']} |") in markdown
-    assert f"first test examples only (costly attacks): cw_l2 ({SUBSET}), spsa ({SUBSET})" in markdown
+    assert f"first test examples only (costly attacks, suite subsets): cw_l2 ({SUBSET}), spsa ({SUBSET})" in markdown
     assert (tmp_path / "robust_accuracy.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -578,3 +578,139 @@ def test_report_files_are_readable_as_with_a_plain_open(tmp_path):
         os.umask(old)
     for name in ("report.json", "report.md", "robust_accuracy.png"):
         assert oct(os.stat(tmp_path / name).st_mode & 0o777) == oct(0o644), name
+
+
+# --- suites: the per-image worst case ------------------------------------------------------
+
+
+def _register_tiny_suite(name, square_subset):
+    return attacks.register_suite(attacks.Suite(name, (
+        attacks.SuiteAttack("apgd_ce", {"steps": 8}),
+        attacks.SuiteAttack("apgd_t", {"steps": 8}),
+        attacks.SuiteAttack("square", {"steps": 200}, subset=square_subset),
+    ))).name
+
+
+@pytest.fixture
+def tiny_suite():
+    """A suite with small budgets, registered for the test only."""
+    yield _register_tiny_suite("tiny_test", None)
+    attacks.SUITES.unregister("tiny_test")
+
+
+@pytest.fixture
+def tiny_subset_suite():
+    """The same, with Square on the first 10 test examples only."""
+    yield _register_tiny_suite("tiny_subset_test", 10)
+    attacks.SUITES.unregister("tiny_subset_test")
+
+
+def test_worst_case_is_per_image_over_the_examples_every_mask_covers():
+    masks = [np.array([1, 1, 0, 1, 1], bool), np.array([1, 0, 1, 1, 1], bool),
+             np.array([1, 1, 1, 0], bool)]
+    np.testing.assert_array_equal(evaluation.worst_case.worst_case(masks), [1, 0, 0, 0])
+
+
+def test_suite_rows_and_worst_case(problem, tiny_suite):
+    train, test = problem
+    specs = evaluation.attack_grid(["pgd_linf"], [0.05, 0.1])
+    report, _, _ = evaluation.evaluate(
+        make_dense_encoder(), train=train, test=test, num_classes=NUM_CLASSES, attack_specs=specs,
+        epochs=15, batch_size=32, regularizer_steps=2, sanity_checks=False, suite=tiny_suite)
+    assert report["suite"] == tiny_suite
+    # The PGD-40 rows stay, the suite's rows follow, marked.
+    assert [(r["name"], r.get("suite")) for r in report["attacks"][:2]] == [("pgd_linf", None)] * 2
+    suite_rows = report["attacks"][2:]
+    assert [(r["name"], r["epsilon"], r["suite"]) for r in suite_rows] == [
+        (name, eps, tiny_suite) for eps in (0.05, 0.1) for name in ("apgd_ce", "apgd_t", "square")]
+    assert [(w["norm"], w["epsilon"]) for w in report["worst_case"]] == [("inf", 0.05), ("inf", 0.1)]
+    for w in report["worst_case"]:
+        rows = [r for r in suite_rows if r["epsilon"] == w["epsilon"]]
+        assert w["attacks"] == [r["name"] for r in rows] == ["apgd_ce", "apgd_t", "square"]
+        assert w["num_examples"] == len(test[0]) and w["clean_accuracy"] == report["clean_accuracy"]
+        assert "on_all_examples" not in w
+        # Every row attacked the same images: the worst case is no higher than any of them.
+        assert all(w["robust_accuracy"] <= r["robust_accuracy"] for r in rows)
+        assert 0 <= w["robust_accuracy"] <= w["clean_accuracy"]
+    assert report["worst_case"][0]["robust_accuracy"] > 0, "a radius the model partly survives"
+    markdown = reports.to_markdown(report)
+    assert "per-image worst case over the `tiny_test` suite" in markdown
+    assert "| apgd_t (tiny_test) |" in markdown
+    assert json.loads(json.dumps(report)) == report
+
+
+def test_suite_worst_case_is_taken_on_the_examples_every_attack_saw(problem, tiny_subset_suite):
+    train, test = problem
+    report, _, _ = evaluation.evaluate(
+        make_dense_encoder(), train=train, test=test, num_classes=NUM_CLASSES,
+        attack_specs=evaluation.attack_grid(["pgd_linf"], [0.1]), epochs=15, batch_size=32,
+        regularizer_steps=2, sanity_checks=False, suite=tiny_subset_suite)
+    (worst,) = report["worst_case"]
+    square = next(r for r in report["attacks"] if r["name"] == "square")
+    assert square["num_examples"] == worst["num_examples"] == 10
+    assert worst["clean_accuracy"] == square["clean_accuracy"]
+    assert worst["robust_accuracy"] <= square["robust_accuracy"]
+    # Beside the headline: the attacks that saw every image, on all of them.
+    beside = worst["on_all_examples"]
+    assert beside["attacks"] == ["apgd_ce", "apgd_t"] and beside["num_examples"] == len(test[0])
+    rows = [r for r in report["attacks"] if r["name"] in beside["attacks"]]
+    assert all(beside["robust_accuracy"] <= r["robust_accuracy"] for r in rows)
+    assert "(not the headline)" in reports.to_markdown(report)
+
+
+def test_suite_needs_a_registered_name_and_a_threat_model(problem):
+    train, test = problem
+    kwargs = dict(train=train, test=test, num_classes=NUM_CLASSES, epochs=1)
+    with pytest.raises(ValueError, match="Unknown suite 'autoattack'"):
+        evaluation.evaluate(make_dense_encoder(), attack_specs=[], suite="autoattack", **kwargs)
+    with pytest.raises(ValueError, match="suite 'quick' needs a threat model"):
+        evaluation.evaluate(make_dense_encoder(), suite="quick", **kwargs,
+                            attack_specs=evaluation.attack_grid(["pgd_linf"], [0.0]))
+
+
+def test_suite_checks_pass_on_an_honest_model(problem, tiny_suite):
+    train, test = problem
+    report, _, _ = evaluation.evaluate(
+        make_dense_encoder(), train=train, test=test, num_classes=NUM_CLASSES,
+        attack_specs=evaluation.attack_grid(["pgd_linf"], [0.3], steps=3), epochs=15,
+        batch_size=32, regularizer_steps=2, spsa_examples=12, suite=tiny_suite)
+    checks = {c["name"]: c for c in report["sanity_checks"]}
+    assert {"gradient_free_attack_agrees_with_gradient_attacks",
+            "more_iterations_do_not_raise_worst_case"} <= set(checks)
+    assert all(c["passed"] is True for c in checks.values()), checks
+    assert report["reliable"] is True
+    assert "1/4 of the iterations" in checks["more_iterations_do_not_raise_worst_case"]["detail"]
+
+
+def test_suite_checks_flag_gradient_masking(tiny_subset_suite):
+    inputs = keras.Input(IMAGE_SHAPE)
+    encoder = keras.Model(inputs, MaskedMean()(inputs))
+    train, test = brightness_data(100, seed=0), brightness_data(20, seed=1)
+    report, _, _ = evaluation.evaluate(
+        encoder, train=train, test=test, num_classes=2, attack_specs=evaluation.attack_grid(
+            ["pgd_linf"], [0.3], steps=3), epochs=30, batch_size=32, regularizer_steps=2,
+        spsa_examples=20, suite=tiny_subset_suite)
+    rows = {r["name"]: r for r in report["attacks"] if r.get("suite")}
+    # The gradient attacks of the suite are blind too; Square is not.
+    assert rows["apgd_ce"]["robust_accuracy"] == rows["apgd_t"]["robust_accuracy"] == 1.0
+    assert rows["square"]["robust_accuracy"] < 0.5
+    checks = {c["name"]: c["passed"] for c in report["sanity_checks"]}
+    assert checks["gradient_free_attack_agrees_with_gradient_attacks"] is False
+    assert report["reliable"] is False
+    assert "**Unreliable**" in reports.to_markdown(report)
+
+
+def _fake_spec(name, steps):
+    return attacks.make_attack(name, epsilon=0.3, steps=steps)
+
+
+def test_worst_case_rising_with_more_iterations_is_flagged():
+    full = np.ones(10, bool)  # with all iterations, every image survives ...
+    runs = {("inf", 0.3): [(_fake_spec("apgd_ce", 20), {"robust_accuracy": 1.0}, full)]}
+
+    def run(spec, n):  # ... with a quarter of them, none does: the attack is not converging
+        assert spec.steps == 5 and n == 10
+        return {}, np.zeros(n, bool)
+
+    (check,) = evaluation.sanity.suite_checks(run, runs)
+    assert check["name"] == "more_iterations_do_not_raise_worst_case" and check["passed"] is False

@@ -88,3 +88,28 @@ def test_a_labeled_method_trains_on_labels(setup, tmp_path):
 def test_an_absent_dataset_is_named(setup):
     with pytest.raises(FileNotFoundError, match="offline copy of 'cifar10'"):
         pipeline.dataset_source("cifar10", setup / "datasets")
+
+
+@pytest.fixture
+def tiny_suite():
+    suite = tarrl_tf.attacks.register_suite(tarrl_tf.attacks.Suite("tiny_pipeline", (
+        tarrl_tf.attacks.SuiteAttack("apgd_ce", {"steps": 4}),
+        tarrl_tf.attacks.SuiteAttack("square", {"steps": 50}),
+    )))
+    yield suite.name
+    tarrl_tf.attacks.SUITES.unregister(suite.name)
+
+
+def test_a_row_with_a_suite_publishes_its_worst_case_as_the_headline(setup, tiny_suite):
+    row = _row("tiny_cnn_simclr_linf01", "simclr")
+    row["evaluation"] = {**row["evaluation"], "suite": tiny_suite}
+    results = pipeline.run_row(row, _settings(setup, replace=True))
+    (worst,) = results["labels"]["worst_case"]
+    card = zoo.info(row["name"], zoo_dir=setup / "zoo")
+    assert card["headline"] == {
+        "task": "labels", "suite": tiny_suite, "norm": "linf", "epsilon": 0.1,
+        "clean_accuracy": worst["clean_accuracy"], "robust_accuracy": worst["robust_accuracy"],
+        "num_examples": 20, "attacks": ["apgd_ce", "square"]}
+    # Each attack of the suite keeps its own metrics item, marked with the suite.
+    assert [m["attack"]["name"] for m in card["metrics"] if m["attack"].get("suite")] == [
+        "apgd_ce", "square"]

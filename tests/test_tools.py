@@ -108,6 +108,24 @@ def test_evaluate_writes_the_report(files, tmp_path):
     assert "report.json" in result.stdout and "| pgd_linf |" in result.stdout
 
 
+def test_evaluate_with_a_suite_reports_its_worst_case(files, tmp_path):
+    out = tmp_path / "out"
+    result = run_tool(
+        "tools.evaluate", f"--encoder={files['encoder']}", f"--dataset={files['dataset']}",
+        "--attacks=pgd_linf", "--epsilons=0.3", "--suite=quick", "--num_examples=20",
+        "--train_examples=120", "--epochs=5", "--nosanity_checks", f"--output_dir={out}",
+        zoo_dir=files["zoo"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["suite"] == "quick"
+    assert [r["name"] for r in report["attacks"]] == ["pgd_linf", "apgd_ce", "apgd_t", "square"]
+    (worst,) = report["worst_case"]
+    assert worst["num_examples"] == 20 and worst["attacks"] == ["apgd_ce", "apgd_t", "square"]
+    assert all(worst["robust_accuracy"] <= r["robust_accuracy"] for r in report["attacks"][1:])
+    assert "per-image worst case over the `quick` suite" in result.stdout
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

@@ -10,6 +10,9 @@ Examples:
     python -m tools.evaluate --encoder=mnist_cnn_tarrl_linf03 \
         --dataset=npz:../shared/datasets/mnist/mnist.npz --attacks=pgd_l2,cw_l2 \
         --epsilons=1.0,2.0 --num_examples=500 --subset_examples=100 --output_dir=out/
+    python -m tools.evaluate --encoder=mnist_cnn_tarrl_linf03 \
+        --dataset=npz:../shared/datasets/mnist/mnist.npz --attacks=pgd_linf --epsilons=0.3 \
+        --suite=standard --num_examples=500 --output_dir=out/
 """
 
 import os
@@ -31,6 +34,9 @@ flags.DEFINE_list("attacks", ["pgd_linf", "fgsm"], f"Attacks, of {list(attacks.A
 flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "Radii of the attacks.")
 flags.DEFINE_list("l2_epsilons", None, "Radii of L2 attacks (default: --epsilons).")
 flags.DEFINE_integer("steps", None, "Attack iterations (default: each attack's own).")
+flags.DEFINE_enum("suite", None, list(attacks.SUITE_NAMES),
+                  "Attack suite run at every threat model of --attacks; its per-image worst case "
+                  "is the report's headline robust accuracy (standard: AutoAttack-style).")
 flags.DEFINE_integer("num_examples", 1000, "Test examples to attack.")
 flags.DEFINE_integer("subset_examples", None,
                      "Attack only the first N test examples with the costly attacks "
@@ -58,7 +64,7 @@ def main(argv):
         data_dir=FLAGS.data_dir, head=FLAGS.head, fine_tune=FLAGS.fine_tune, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, regularizer_steps=FLAGS.regularizer_steps,
         sanity_checks=FLAGS.sanity_checks, subset_examples=FLAGS.subset_examples, seed=FLAGS.seed,
-        verbose=True,
+        suite=FLAGS.suite, verbose=True,
     )
     paths = reports.write_report(report, FLAGS.output_dir)
     print(reports.to_markdown(report))

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
-from tarrl_tf import data, encoders, evaluation
+from tarrl_tf import attacks, data, encoders, evaluation
 from tarrl_tf.evaluation import reports
 from tarrl_tf.robustness import divergences, regularizers
 from tarrl_tf.ssl import methods
@@ -51,6 +51,8 @@ flags.DEFINE_string("task", "labels", "Downstream task of the evaluation.")
 flags.DEFINE_list("attacks", ["pgd_linf"], "Attacks of the evaluation.")
 flags.DEFINE_list("epsilons", None, "Attack radii (default: epsilon/2, epsilon, 2*epsilon).")
 flags.DEFINE_integer("attack_steps", None, "Attack iterations (default: each attack's own).")
+flags.DEFINE_enum("suite", None, list(attacks.SUITE_NAMES),
+                  "Attack suite of the evaluation; its per-image worst case is the headline.")
 flags.DEFINE_integer("head_epochs", 30, "Epochs of the downstream linear head.")
 flags.DEFINE_boolean("sanity_checks", True, "Run the evaluation's checks against false robustness.")
 flags.DEFINE_integer("num_examples", 1000, "Test examples to attack.")
@@ -98,7 +100,7 @@ def main(argv):
         report, _, _ = evaluation.evaluate_on_dataset(
             encoder, encoder_name=path, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
             num_examples=FLAGS.num_examples, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
-            epochs=FLAGS.head_epochs, sanity_checks=FLAGS.sanity_checks,
+            epochs=FLAGS.head_epochs, sanity_checks=FLAGS.sanity_checks, suite=FLAGS.suite,
         )
         report["pretraining_seconds"] = seconds
         reports.write_report(report, os.path.dirname(path))
@@ -120,6 +122,9 @@ def side_by_side(results):
     for i, attack in enumerate(first["attacks"]):
         row(f"{attack['name']} eps={attack['epsilon']:.4g} ({attack['steps']} steps)",
             [f"{results[n]['attacks'][i]['robust_accuracy']:.4f}" for n in names])
+    for i, w in enumerate(first.get("worst_case", [])):
+        row(f"worst case of {w['suite']} {w['norm']} eps={w['epsilon']:.4g} (n={w['num_examples']})",
+            [f"{results[n]['worst_case'][i]['robust_accuracy']:.4f}" for n in names])
     for i, r in enumerate(first["robustness"]):
         row(f"R ({r['norm']}, eps={r['epsilon']:.4g})",
             [f"{results[n]['robustness'][i]['R']:.4f}" for n in names])

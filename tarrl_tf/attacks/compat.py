@@ -1,7 +1,18 @@
-"""Keras 3 shims for CleverHans 4.0.0's attacks, kept here so no caller works around them."""
+"""Keras 3 shims for CleverHans 4.0.0 and ART 1.20's attacks, kept here so no caller works around them."""
+
+import contextlib
+import random
+import warnings
 
 import keras
+import numpy as np
+import tensorflow as tf
 from cleverhans.tf2.attacks.spsa import SPSAAdam as _CleverHansSPSAAdam
+
+with warnings.catch_warnings():
+    # ART's estimators package warns that PyTorch is missing; nothing here needs it.
+    warnings.simplefilter("ignore", UserWarning)
+    from art.estimators.classification import TensorFlowV2Classifier
 
 
 class _KerasAdamWithLr(keras.optimizers.Adam):
@@ -39,3 +50,121 @@ class ResettableAdam:
 
     def apply_gradients(self, grads_and_vars):
         self._adam.apply_gradients(grads_and_vars)
+
+
+class ARTClassifier(TensorFlowV2Classifier):
+    """ART's `TensorFlowV2Classifier` around a logits function, with a loss of our choice.
+
+    ART's attack loops (APGD's step-size schedule, Square's random search) are
+    used as they are; what they ask of the estimator is served here:
+
+    - `loss_gradient`, `compute_loss` and `predict` run one `tf.function` each
+      (a `None` batch dimension, one trace). ART's own run the Keras 3 model
+      eagerly, layer by layer, which makes 100 APGD iterations several times
+      slower on a CPU; its `predict` also ignores `batch_size`.
+    - `compute_loss` returns the per-example loss directly. ART's sets
+      `loss_object.reduction` to `tf.keras.losses.Reduction` members, Keras 2
+      names that Keras 3 keeps only as a legacy alias.
+    - The loss is a plain function `loss(logits, labels) -> [batch]` of logits
+      and the label rows APGD hands over. ART's TensorFlow DLR loss loops over
+      the batch in Python (eager only) and needs a third class; its targeted
+      APGD minimizes that loss towards the target without the true class, not
+      AutoAttack's targeted DLR (see `tarrl_tf.attacks.art_attacks`).
+    - `tracking(y)`: ART's APGD judges only its last iterate, while AutoAttack
+      keeps any iterate that is misclassified. Every iterate passes through
+      `compute_loss`, so while tracking, the first misclassified one of each
+      image is kept (`found`). The rows APGD attacks are those the preceding
+      full-size `predict` classified correctly, in order (its loop over
+      restarts); calls of any other size are not tracked.
+
+    Args:
+        model_fn: `model_fn(x) -> logits`, the classifier in inference mode.
+        loss: `loss(logits, labels) -> per-example loss` (maximized by APGD).
+        num_classes: classes of the logits.
+        image_shape: `(H, W, C)`.
+        clip_min: smallest valid pixel value.
+        clip_max: largest valid pixel value.
+    """
+
+    def __init__(self, model_fn, *, loss, num_classes, image_shape, clip_min, clip_max):
+        super().__init__(model=model_fn, nb_classes=int(num_classes),
+                         input_shape=tuple(int(d) for d in image_shape),
+                         clip_values=(float(clip_min), float(clip_max)))
+        images = tf.TensorSpec((None, *self.input_shape), tf.float32)
+        labels = tf.TensorSpec((None, self.nb_classes), tf.float32)
+
+        def loss_and_gradient(x, y):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = loss(model_fn(x), y)
+            # Per-example losses of independent examples: the gradient of their
+            # sum is each example's own gradient.
+            return value, tape.gradient(value, x)
+
+        def loss_and_logits(x, y):
+            logits = model_fn(x)
+            return loss(logits, y), logits
+
+        self._logits = tf.function(model_fn, input_signature=[images])
+        self._loss_fn = tf.function(loss_and_logits, input_signature=[images, labels])
+        self._track = None
+        self._loss_and_gradient = tf.function(loss_and_gradient, input_signature=[images, labels])
+
+    def predict(self, x, batch_size=256, training_mode=False, **kwargs):
+        del training_mode, kwargs  # always inference mode
+        x = np.asarray(x, np.float32)
+        if len(x) == 0:
+            return np.zeros((0, self.nb_classes), np.float32)
+        logits = np.concatenate([self._logits(x[i:i + batch_size]).numpy()
+                                 for i in range(0, len(x), batch_size)])
+        track = self._track
+        if track is not None and len(x) == len(track["labels"]):
+            track["rows"] = np.flatnonzero(np.argmax(logits, axis=1) == track["labels"])
+        return logits
+
+    def compute_loss(self, x, y, reduction="none", **kwargs):
+        del kwargs
+        x = np.asarray(x, np.float32)
+        value, logits = self._loss_fn(x, np.asarray(y, np.float32))
+        track = self._track
+        if track is not None and track["rows"] is not None and len(x) == len(track["rows"]):
+            rows = track["rows"]
+            wrong = np.argmax(logits.numpy(), axis=1) != track["labels"][rows]
+            for i in np.flatnonzero(wrong):
+                track["found"].setdefault(int(rows[i]), x[i].copy())
+        value = value.numpy()
+        return {"none": value, "mean": value.mean(), "sum": value.sum()}[reduction]
+
+    @contextlib.contextmanager
+    def tracking(self, y):
+        """Keeps the first misclassified iterate per image of `y` (true labels) in `found`."""
+        self._track = {"labels": np.asarray(y), "rows": None, "found": {}}
+        try:
+            yield self._track["found"]
+        finally:
+            self._track = None
+
+    def loss_gradient(self, x, y, **kwargs):
+        del kwargs
+        _, gradient = self._loss_and_gradient(np.asarray(x, np.float32), np.asarray(y, np.float32))
+        return gradient.numpy()
+
+
+@contextlib.contextmanager
+def seeded_global_generators(seed):
+    """Seeds NumPy's and Python's global generators for a block, then restores them.
+
+    ART's APGD and Square draw their random starts and squares from both
+    (`np.random`, `random`) and take no seed of their own.
+    """
+    if seed is None:
+        yield
+        return
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    np.random.seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)

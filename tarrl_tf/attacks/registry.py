@@ -24,7 +24,9 @@ class Attack:
         build: `build(spec, model_fn, *, image_shape, num_classes, clip_min,
             clip_max)` returns `craft(x, y) -> x_adv` for one batch.
         step_size: `step_size(epsilon, steps)`, the default input-space step;
-            None for attacks that optimize with Adam and have no step size.
+            None for attacks without one (Adam, random search).
+        step_size_limit: the largest step, as a multiple of epsilon (APGD
+            starts at 2 epsilon and halves its step as it goes).
         options: the attack's own settings (fields of `AttackSpec`) with their
             defaults; every other optional field must stay None.
         scaled_options: optional `scaled_options(epsilon, steps)`, defaults
@@ -39,6 +41,7 @@ class Attack:
     steps: int
     build: Callable
     step_size: Callable = None
+    step_size_limit: float = 1.0
     options: dict = dataclasses.field(default_factory=dict)
     scaled_options: Callable = None
     traced: bool = True

@@ -1,9 +1,12 @@
 """Running attacks on Keras classifiers: crafting, accuracies, report rows."""
 
+from contextlib import nullcontext
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tarrl_tf.attacks.compat import seeded_global_generators
 from tarrl_tf.attacks.registry import ATTACKS
 from tarrl_tf.attacks.spec import AttackSpec, check_integer
 from tarrl_tf.checks import check_images
@@ -62,11 +65,15 @@ def run_attack(
     )
     x_adv = np.empty_like(x)
     progbar = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
-    for start in range(0, len(x), batch_size):
-        stop = min(start + batch_size, len(x))
-        x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
-        if progbar is not None:
-            progbar.update(stop)
+    # Eager attacks (ART's) draw from the global generators: seeded once per
+    # call, so the same seed replays the same run while batches still differ.
+    seeded = nullcontext() if ATTACKS.get(spec.name).traced else seeded_global_generators(seed)
+    with seeded:
+        for start in range(0, len(x), batch_size):
+            stop = min(start + batch_size, len(x))
+            x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
+            if progbar is not None:
+                progbar.update(stop)
     return x_adv
 
 

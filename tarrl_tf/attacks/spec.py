@@ -31,8 +31,8 @@ class AttackSpec:
         step_size: input-space step per iteration, `0 < step_size <= epsilon`;
             equals `epsilon` for `fgsm`; None for `cw_l2` and `spsa`.
         random_start: `pgd_*` only: start uniformly in the ball.
-        restarts: `pgd_*` only: independent random starts; per example the
-            strongest result is kept (misclassified first, then highest loss).
+        restarts: `pgd_*`, `apgd_*`, `square`: independent random starts; per
+            example the strongest result is kept (misclassified first).
         decay_factor: `mim` only: momentum decay.
         confidence: `cw_l2` only: logit margin (kappa) of the CW loss.
         learning_rate: `cw_l2` and `spsa`: Adam learning rate.
@@ -40,6 +40,9 @@ class AttackSpec:
         initial_const: `cw_l2` only: first CW trade-off constant.
         spsa_samples: `spsa` only: perturbations per gradient estimate (even).
         spsa_delta: `spsa` only: size of the finite-difference perturbations.
+        target_classes: `apgd_t` only: the most likely other classes it
+            targets, one run each (fewer when the task has fewer classes).
+        p_init: `square` only: initial fraction of pixels a square covers.
 
     `cw_l2` always aborts early when its loss stalls (CleverHans' default);
     `spsa` always starts at random in the ball and stops as soon as the margin
@@ -66,6 +69,8 @@ class AttackSpec:
     initial_const: float | None = None
     spsa_samples: int | None = None
     spsa_delta: float | None = None
+    target_classes: int | None = None
+    p_init: float | None = None
 
     def __post_init__(self):
         attack = ATTACKS.get(self.name)
@@ -97,7 +102,8 @@ class AttackSpec:
             if value is None:
                 raise ValueError(f"Attack {name!r} needs {field!r} (make_attack fills it in)")
             self._set(field, _OPTION_CHECKS[field](value, field))
-        if self.restarts is not None and self.restarts > 1 and not self.random_start:
+        # APGD and Square always start at random (they have no random_start setting).
+        if self.restarts is not None and self.restarts > 1 and self.random_start is False:
             raise ValueError(
                 "restarts > 1 needs random_start=True (restarts would repeat the same run)"
             )
@@ -110,16 +116,19 @@ class AttackSpec:
         if attack.step_size is None:
             if self.step_size is not None:
                 raise ValueError(
-                    f"{name} has no step_size (it optimizes with Adam); set learning_rate instead"
+                    f"{name} has no step_size (it searches with Adam or at random); "
+                    "see its own settings"
                 )
             return None
         step_size = check_real(self.step_size, "step_size", minimum=0.0)
         if name == "fgsm" and step_size != epsilon:
             raise ValueError(f"fgsm takes one step of size epsilon; step_size must be {epsilon}")
-        if step_size > epsilon:
+        limit = attack.step_size_limit * epsilon
+        if step_size > limit:
             raise ValueError(
-                f"step_size ({step_size}) must not exceed epsilon ({epsilon}): "
-                "every step is projected back onto the epsilon ball"
+                f"step_size ({step_size}) must not exceed "
+                f"{'' if attack.step_size_limit == 1 else f'{attack.step_size_limit:g} x '}"
+                f"epsilon ({limit}): every step is projected back onto the epsilon ball"
             )
         if epsilon > 0 and step_size == 0:
             raise ValueError("step_size must be > 0 when epsilon > 0")
@@ -153,7 +162,10 @@ def make_attack(name, *, epsilon, norm=None, steps=None, step_size=None, **overr
     `cw_l2` 5 binary-search steps of 100 Adam iterations, learning rate 0.01,
     initial constant 0.01, confidence 0; `spsa` 20 iterations of 128 samples,
     delta 0.01, learning rate `max(0.01, 2.5 * epsilon / steps)` (Adam moves
-    a pixel by about the learning rate per step), sized for subsets of a test set.
+    a pixel by about the learning rate per step), sized for subsets of a test set;
+    `apgd_ce`/`apgd_t` 100 iterations from a first step of `2 * epsilon`, one
+    restart, `apgd_t` towards 9 target classes; `square` 5,000 queries,
+    `p_init` 0.8, one restart (AutoAttack's "standard" settings).
 
     Args:
         name: a registered attack (`ATTACK_NAMES`).
@@ -225,6 +237,13 @@ def _even_samples(value, name):
     return value
 
 
+def _open_fraction(value, name):
+    value = check_real(value, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+    return value
+
+
 _OPTION_CHECKS = {
     "random_start": _boolean,
     "restarts": lambda v, n: check_integer(v, n, minimum=1),
@@ -235,4 +254,6 @@ _OPTION_CHECKS = {
     "initial_const": lambda v, n: check_real(v, n, strictly_positive=True),
     "spsa_samples": _even_samples,
     "spsa_delta": lambda v, n: check_real(v, n, strictly_positive=True),
+    "target_classes": lambda v, n: check_integer(v, n, minimum=1),
+    "p_init": _open_fraction,
 }

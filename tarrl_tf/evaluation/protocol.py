@@ -1,7 +1,7 @@
 """The evaluation protocol of an encoder: the report behind `tools/evaluate.py`.
 
 Train a plain head on the frozen encoder for a task, attack the whole
-pipeline (CleverHans, through `tarrl_tf.attacks`), measure the encoder's
+pipeline (CleverHans and ART, through `tarrl_tf.attacks`), measure the encoder's
 regularizer `R` on the same examples, and, for linear heads, set the
 task-agnostic bound beside the measured adversarial loss.
 """
@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tarrl_tf import attacks, data, zoo
 from tarrl_tf.checks import check_images
-from tarrl_tf.evaluation import downstream, tasks
+from tarrl_tf.evaluation import downstream, sanity, tasks, worst_case
 from tarrl_tf.evaluation.sanity import sanity_checks as run_sanity_checks
 from tarrl_tf.robustness import divergences
 from tarrl_tf.robustness.regularizers import PGD
@@ -63,6 +63,7 @@ def evaluate(
     sanity_checks=True,
     spsa_examples=100,
     subset_examples=None,
+    suite=None,
     seed=0,
     verbose=False,
 ):
@@ -83,6 +84,9 @@ def evaluate(
         spsa_examples: test examples for the gradient-free sanity check.
         subset_examples: attacks named in `SUBSET_ATTACKS` run on the first
             `subset_examples` test examples only (None: on all).
+        suite: optional attack suite (`tarrl_tf.attacks.SUITES`: `"standard"`,
+            `"quick"`) run at every threat model of `attack_specs`; its per-image
+            worst case is the report's headline (`worst_case`).
         seed: seed for head training and attack random starts.
         verbose: progress bars.
 
@@ -91,9 +95,17 @@ def evaluate(
         spec: settings, `robust_accuracy`, `adversarial_loss`, and the
         `num_examples`, `clean_accuracy` and `clean_loss` of the examples it
         attacked), `robustness` (`R` per threat model), `bound` (linear heads)
-        and `sanity_checks`.
+        and `sanity_checks` with `reliable` (every check passed). With a
+        suite: its attacks' rows (marked `"suite"`) in `attacks`, `suite`, and
+        `worst_case`, one row per threat model (see `worst_case.py`).
     """
     subset_examples = _checked_subset(subset_examples)
+    threat_models = sorted({(s.norm, s.epsilon) for s in attack_specs if s.epsilon > 0})
+    if suite is not None:
+        suite = attacks.SUITES.get(suite).name
+        if not threat_models:
+            raise ValueError(f"suite {suite!r} needs a threat model: at least one attack spec "
+                             "with epsilon > 0 (the suite runs at their norms and radii)")
     x_test, y_test = test
     check_images(x_test, name="test images")
     classifier, head_model = downstream.train_classifier(
@@ -123,7 +135,15 @@ def evaluate(
         if progbar is not None:
             progbar.update(i + 1)
 
-    threat_models = sorted({(s.norm, s.epsilon) for s in attack_specs if s.epsilon > 0})
+    def run(spec, n):
+        return attack_row_and_mask(classifier, x_test, y_test, clean, spec, n, batch_size, seed)
+
+    suite_runs = None
+    if suite is not None:
+        rows, report["worst_case"], suite_runs = worst_case.run_suite(
+            run, suite, threat_models, len(x_test))
+        report["attacks"] += rows
+        report["suite"] = suite
     shifts = {
         threat: representation_shift(features_encoder, x_test, epsilon=threat[1], norm=threat[0],
                                      steps=regularizer_steps, batch_size=batch_size, seed=seed)
@@ -139,9 +159,12 @@ def evaluate(
         report["bound"] = _bound_rows(report, downstream.linear_head_lipschitz(head_model), shifts)
         report["bound_note"] = BOUND_NOTE
     if sanity_checks:
-        report["sanity_checks"] = run_sanity_checks(
-            lambda spec, n: attack_row(classifier, x_test, y_test, clean, spec, n, batch_size, seed),
-            y_test, attack_specs, report, spsa_examples)
+        checks = run_sanity_checks(lambda spec, n: run(spec, n)[0], y_test, attack_specs, report,
+                                   spsa_examples)
+        if suite_runs:
+            checks += sanity.suite_checks(run, suite_runs)
+        report["sanity_checks"] = checks
+        report["reliable"] = all(check["passed"] for check in checks)
     return report, classifier, head_model
 
 
@@ -165,6 +188,11 @@ def _correct_and_loss(classifier, x, y):
 
 def attack_row(classifier, x, y, clean, spec, n, batch_size, seed):
     """The row of `spec` run on the first `n` examples; `clean` is `_correct_and_loss(x, y)`."""
+    return attack_row_and_mask(classifier, x, y, clean, spec, n, batch_size, seed)[0]
+
+
+def attack_row_and_mask(classifier, x, y, clean, spec, n, batch_size, seed):
+    """`attack_row` and, per example, whether it is right both clean and under the attack."""
     x, y, clean_ok, clean_loss = x[:n], y[:n], clean[0][:n], clean[1][:n]
     x_adv = attacks.run_attack(classifier, x, y, spec, batch_size=batch_size, seed=seed)
     adv_ok, adv_loss = _correct_and_loss(classifier, x_adv, y)
@@ -176,7 +204,7 @@ def attack_row(classifier, x, y, clean, spec, n, batch_size, seed):
         "num_examples": int(len(x)),
         "clean_accuracy": float(np.mean(clean_ok)),
         "clean_loss": float(np.mean(clean_loss)),
-    }
+    }, clean_ok & adv_ok
 
 
 def _bound_rows(report, lipschitz, shifts):

@@ -38,21 +38,23 @@ def to_markdown(report):
         "",
         f"Clean accuracy: **{report['clean_accuracy']:.4f}** (loss {report['clean_loss']:.4f})",
         "",
+        *_worst_case_lines(report),
         "| attack | norm | epsilon | steps | step size | clean accuracy | robust accuracy "
         "| adversarial loss | examples |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["attacks"]:
         step_size = "-" if row.get("step_size") is None else f"{row['step_size']:.4g}"
+        name = f"{row['name']} ({row['suite']})" if row.get("suite") else row["name"]
         lines.append(
-            f"| {row['name']} | {row['norm']} | {row['epsilon']:.4g} | {row['steps']} | {step_size} "
+            f"| {name} | {row['norm']} | {row['epsilon']:.4g} | {row['steps']} | {step_size} "
             f"| {_clean_accuracy(report, row):.4f} | {row['robust_accuracy']:.4f} "
             f"| {row['adversarial_loss']:.4f} | {row['num_examples']} |"
         )
     subset = dict.fromkeys(f"{r['name']} ({r['num_examples']})" for r in report["attacks"]
                            if r["num_examples"] != report["num_examples"])
     if subset:
-        lines += ["", "Attacked on the first test examples only (costly attacks): "
+        lines += ["", "Attacked on the first test examples only (costly attacks, suite subsets): "
                   f"{', '.join(subset)}; the clean accuracy in their rows is that of those examples."]
     if report.get("robustness"):
         lines += ["", "## The encoder's regularizer R (PGD on the normalized representation)", "",
@@ -70,9 +72,31 @@ def to_markdown(report):
                   for b in report["bound"]]
     if report.get("sanity_checks"):
         lines += ["", "## Sanity checks against false robustness", ""]
+        if report.get("reliable") is False:
+            lines += ["**Unreliable**: a check failed; the robust accuracies above may be "
+                      "overestimates.", ""]
         lines += [f"- {'PASS' if c['passed'] else 'FAIL'} `{c['name']}`: {c['detail']}"
                   for c in report["sanity_checks"]]
     return "\n".join(lines) + "\n"
+
+
+def _worst_case_lines(report):
+    """The headline: the suite's per-image worst case at each threat model."""
+    if not report.get("worst_case"):
+        return []
+    lines = [f"Robust accuracy, per-image worst case over the `{report['suite']}` suite "
+             "(an image counts only if every attack of the suite fails on it):", "",
+             "| norm | epsilon | attacks | examples | clean accuracy | robust accuracy |",
+             "|---|---|---|---|---|---|"]
+    for w in report["worst_case"]:
+        lines.append(f"| {w['norm']} | {w['epsilon']:.4g} | {', '.join(w['attacks'])} "
+                     f"| {w['num_examples']} | {w['clean_accuracy']:.4f} "
+                     f"| **{w['robust_accuracy']:.4f}** |")
+        if "on_all_examples" in w:
+            a = w["on_all_examples"]
+            lines.append(f"| {w['norm']} | {w['epsilon']:.4g} | {', '.join(a['attacks'])} "
+                         f"(not the headline) | {a['num_examples']} | - | {a['robust_accuracy']:.4f} |")
+    return lines + ["", "Each attack's own row:", ""]
 
 
 def _clean_accuracy(report, row):

@@ -18,6 +18,7 @@ from tarrl_tf import checks
 from tarrl_tf._version import __version__
 from tarrl_tf.files import dumps_json, write_atomic
 from tarrl_tf.training.registry import METHODS as TRAINING_METHODS
+from tarrl_tf.zoo.headline import headline_problems
 from tarrl_tf.zoo.manifest import (MODEL_CARD_FILENAME, NAME_RE, InvalidModelCardError,
                                    describe_files, files_problems, is_int)
 
@@ -99,7 +100,9 @@ def validate_model_card(card):
     and `robust_accuracy` as fractions, `num_examples`, and the `attack`
     (`name`, `norm`, `epsilon`, plus its other settings); `files` with the
     sha256 and size of every file; `software` with the TensorFlow and Keras
-    versions. No value anywhere may be a number written as a string.
+    versions. No value anywhere may be a number written as a string. An
+    optional `headline` must follow `tarrl_tf.zoo.headline` at the card's
+    threat model.
 
     Returns:
         The card, unchanged.
@@ -150,6 +153,9 @@ def validate_model_card(card):
         else:
             for i, m in enumerate(metrics):
                 problems += _metric_problems(m, f"metrics[{i}]")
+
+    if "headline" in card:
+        problems += headline_problems(get("headline"), threat)
 
     if "files" in card:
         problems += files_problems(get("files"), "files")
@@ -212,6 +218,7 @@ def write_model_card(
     metrics,
     serving=None,
     notes=None,
+    headline=None,
 ):
     """Writes `entry_dir/model_card.json` and returns the card.
 
@@ -235,6 +242,7 @@ def write_model_card(
             accuracies as fractions in [0, 1].
         serving: optional description of the exported signatures.
         notes: optional free text.
+        headline: optional suite worst case (`tarrl_tf.zoo.headline.card_headline`).
 
     Raises:
         ValueError: the card is invalid (`tarrl_tf.zoo.InvalidModelCardError`).
@@ -251,6 +259,7 @@ def write_model_card(
         metrics=metrics,
         serving=serving,
         notes=notes,
+        headline=headline,
         files=describe_files(entry_dir, exclude=(MODEL_CARD_FILENAME,)),
     )
     validate_model_card(card)
@@ -288,7 +297,7 @@ def card_metrics(report):
     return items
 
 
-def make_card(*, files, serving, notes, threat_model, metrics, **facts):
+def make_card(*, files, serving, notes, threat_model, metrics, headline=None, **facts):
     threat_model = _canonical_norm_in(plain(threat_model))
     metrics = plain(metrics)
     if isinstance(metrics, list):
@@ -302,6 +311,8 @@ def make_card(*, files, serving, notes, threat_model, metrics, **facts):
     card.update({k: plain(facts[k]) for k in ("name", "dataset", "architecture", "method")})
     card["regularizer"] = plain(facts["regularizer"])
     card["threat_model"] = threat_model
+    if headline is not None:
+        card["headline"] = _canonical_norm_in(plain(headline))
     card["training"] = plain(facts["training"])
     card["metrics"] = metrics
     if serving is not None:

@@ -27,6 +27,7 @@ def create_zoo_entry(
     head=None,
     head_name=None,
     notes=None,
+    headline=None,
     zoo_dir=None,
     replace=False,
 ):
@@ -54,7 +55,7 @@ def create_zoo_entry(
         zoo_dir: default: `tarrl_tf.zoo.resolve_zoo_dir()`.
         replace: swap out an existing entry of that name instead of refusing.
         dataset, architecture, method, regularizer, threat_model, training,
-        metrics, notes: the model card facts, see `write_model_card`.
+        metrics, notes, headline: the model card facts, see `write_model_card`.
 
     Returns:
         The entry's directory.
@@ -71,6 +72,7 @@ def create_zoo_entry(
         training=training,
         metrics=metrics,
         notes=notes,
+        headline=headline,
     )
     serving = {
         "input": {
