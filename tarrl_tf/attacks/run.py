@@ -1,12 +1,12 @@
 """Running attacks on Keras classifiers: crafting, accuracies, report rows."""
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tarrl_tf.attacks.registry import ATTACKS
 from tarrl_tf.attacks.spec import AttackSpec, check_integer
 from tarrl_tf.checks import check_images
+from tarrl_tf.progress import Progress
 
 
 def run_attack(
@@ -34,7 +34,7 @@ def run_attack(
         clip_min: smallest valid pixel value.
         clip_max: largest valid pixel value.
         seed: optional integer; the same seed gives the same random starts.
-        verbose: show a `keras.utils.Progbar`.
+        verbose: show a progress bar with the images per second.
 
     Returns:
         `x_adv`, float32 NumPy array of `x`'s shape, with
@@ -61,12 +61,14 @@ def run_attack(
         seed=seed,
     )
     x_adv = np.empty_like(x)
-    progbar = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
+    progress = Progress(f"{spec.name} eps={spec.epsilon:.4g}", len(x)) if verbose else None
     for start in range(0, len(x), batch_size):
         stop = min(start + batch_size, len(x))
         x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
-        if progbar is not None:
-            progbar.update(stop)
+        if progress is not None:
+            progress.update(stop)
+    if progress is not None:
+        progress.close()
     return x_adv
 
 
