@@ -1,4 +1,5 @@
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -8,7 +9,11 @@ from sklearn.datasets import load_digits
 
 from tarrl_tf import data
 
-MNIST_NPZ = "/work/shared/datasets/mnist/mnist.npz"
+# The offline copies live beside the repository (`../shared/datasets`); TARRL_DATASETS_DIR
+# points elsewhere.
+DATASETS = pathlib.Path(os.environ.get(
+    "TARRL_DATASETS_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+MNIST_NPZ = str(DATASETS / "mnist" / "mnist.npz")
 
 
 def _arrays(n_train=6, n_test=4, shape=(5, 5, 1), dtype=np.uint8, seed=0):

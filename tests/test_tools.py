@@ -5,6 +5,7 @@ The tools define absl flags at import, so they are never imported here: two tool
 process would define the same flag names twice.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -57,6 +58,7 @@ def files(tmp_path_factory):
     return {
         "root": root,
         "dataset": f"npz:{root / 'tiny.npz'}",
+        "sha256": hashlib.sha256((root / "tiny.npz").read_bytes()).hexdigest(),
         "zoo": root / "zoo",
         "encoder": str(root / "encoder.keras"),
         "encoder12": str(root / "encoder12.keras"),
@@ -80,7 +82,8 @@ def test_evaluate_writes_the_report(files, tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     assert report["encoder"] == files["encoder"]
-    assert report["dataset"] == files["dataset"]
+    assert report["dataset"] == "tiny" and str(files["root"]) not in report["dataset"]
+    assert report["dataset_sha256"] == files["sha256"]
     assert report["task"] == "labels" and report["head"] == "linear"
     assert isinstance(report["clean_accuracy"], float) and 0 <= report["clean_accuracy"] <= 1
     assert report["num_examples"] == 40 and report["num_train_examples"] == 120
@@ -162,7 +165,8 @@ def test_pretrain_trains_tarrl_and_simclr_and_prints_them_side_by_side(files, tm
         assert encoder.input_shape == (None, *IMAGE_SHAPE)
         report = json.loads((run_dir / "report.json").read_text())
         assert report["encoder"] == str(run_dir / "encoder.keras")
-        assert report["dataset"] == files["dataset"] and report["num_examples"] == 20
+        assert report["dataset"] == "tiny" and report["dataset_sha256"] == files["sha256"]
+        assert report["num_examples"] == 20
         assert [(r["name"], r["epsilon"]) for r in report["attacks"]] == [("pgd_linf", 0.1)]
         assert isinstance(report["pretraining_seconds"], float) and report["pretraining_seconds"] > 0
         assert report["attacks"][0]["steps"] == 3 and "sanity_checks" not in report
