@@ -83,4 +83,6 @@ class Progress:
 
 
 def _number(x):
-    return f"{x:.0f}" if x >= 100 or float(x).is_integer() else f"{x:.1f}"
+    if x >= 100 or float(x).is_integer():
+        return f"{x:.0f}"
+    return f"{x:.1f}" if x >= 1 else f"{x:.2g}"

@@ -125,19 +125,19 @@ def ensure_files(url, name, wanted, *, cache_dir=None, refresh=False, verbose=Tr
         entries = manifest.read_manifest(mirror)["entries"]
         if name in entries:
             files = entries[name]["files"]
-            if not _missing(mirror / name, files, wanted(files)):
+            if not missing(mirror / name, files, wanted(files)):
                 return mirror / name, entries[name]
     entries = read_manifest(url, cache_dir=cache_dir)["entries"]
     if name not in entries:
         raise manifest.UnknownModelError(
             f"Unknown zoo model {name!r} at {url}; available: {', '.join(sorted(entries)) or 'none'}")
     files = entries[name]["files"]
-    missing = _missing(mirror / name, files, wanted(files))
-    if missing:
-        total = sum(files[rel]["bytes"] for rel in missing)
+    absent = missing(mirror / name, files, wanted(files))
+    if absent:
+        total = sum(files[rel]["bytes"] for rel in absent)
         progress = Progress(f"Downloading {name} from {url}", total, unit="MB",
                             scale=1 / 2**20) if verbose else None
-        for rel in missing:
+        for rel in absent:
             done = progress.done if progress else 0
             _download(f"{url}/{name}/{_quote(url, rel)}", mirror / name / rel, files[rel], mirror,
                       lambda n: progress.update(done + n) if progress else None)
@@ -159,16 +159,16 @@ def prune(entry_dir, files):
             path.rmdir()
 
 
-def _missing(entry_dir, files, rels):
+def missing(entry_dir, files, rels):
     """The `rels` not in `entry_dir` with the listed size and sha256."""
-    missing = []
+    absent = []
     for rel in rels:
         path = entry_dir / rel
         ok = (path.is_file() and path.stat().st_size == files[rel]["bytes"]
               and manifest.sha256_file(path) == files[rel]["sha256"])
         if not ok:
-            missing.append(rel)
-    return missing
+            absent.append(rel)
+    return absent
 
 
 def _check_manifest(content, url):
