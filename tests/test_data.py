@@ -435,3 +435,18 @@ def test_real_mnist_npz():
     train = data.load_dataset(source, "train")
     assert int(train.cardinality()) == 60000
     assert train.element_spec[0] == tf.TensorSpec((28, 28, 1), tf.float32)
+
+
+def test_describe_names_a_source_without_its_path(tmp_path):
+    import hashlib
+
+    source = _write(tmp_path, _arrays(), name="fashion_mnist.npz")
+    described = data.describe(source)
+    assert described == {
+        "dataset": "fashion_mnist",
+        "dataset_sha256": hashlib.sha256((tmp_path / "fashion_mnist.npz").read_bytes()).hexdigest(),
+    }
+    assert str(tmp_path) not in str(described)
+    assert data.describe("digits") == {"dataset": "digits"}
+    with pytest.raises(ValueError, match="npz file not found"):
+        data.describe(f"npz:{tmp_path / 'absent.npz'}")
