@@ -61,6 +61,7 @@ def library():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # Where the cuInit line is written.
+    tf.get_logger().addFilter(_keras_step_retracing)
     # Keras warns that `fit` ignores shuffle=True for a tf.data input, which is shuffled already.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
     import tarrl_tf
@@ -87,6 +88,17 @@ def _without_startup_noise():
             if kept:
                 sys.stderr.write(kept)
                 sys.stderr.flush()
+
+
+def _keras_step_retracing(record):
+    """False for TF's retracing warning about Keras's own per-model step functions.
+
+    Keras makes one `predict` (and `fit`) function per model; TF counts their traces together
+    because they share code, so evaluating two encoders, each with a head, reads as "retracing"
+    though each function traces once or twice. Retracing of tarrl_tf's own functions still shows.
+    """
+    message = record.getMessage()
+    return not ("triggered tf.function retracing" in message and "one_step_on_" in message)
 
 
 def check_registered(flag, value, names):

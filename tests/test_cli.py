@@ -82,3 +82,19 @@ def test_startup_noise_is_dropped_and_everything_else_kept():
     ]
     kept = ["E0000 00:00:1.2 123 some_op.cc:1] a real error", "Traceback (most recent call last):"]
     assert [line for line in lines + kept if not startup._NOISE.search(line)] == kept
+
+
+def test_only_kerass_own_step_functions_are_spared_the_retracing_warning():
+    import logging
+
+    from tarrl_tf_cli import startup
+
+    def record(message):
+        return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, None, None)
+
+    keras_step = ("5 out of the last 12 calls to <function TensorFlowTrainer.make_predict_function."
+                  "<locals>.one_step_on_data_distributed at 0x1> triggered tf.function retracing.")
+    ours = "5 out of the last 5 calls to <function batch_shift at 0x1> triggered tf.function retracing."
+    assert not startup._keras_step_retracing(record(keras_step))
+    assert startup._keras_step_retracing(record(ours))
+    assert startup._keras_step_retracing(record("any other warning"))
