@@ -75,7 +75,7 @@ def _adapted(command, url, port):
     command = command.replace("pip install -e ", "pip install --no-build-isolation --no-deps -e ")
     command = command.replace("python -m pytest -q", "python -m pytest -q --collect-only")
     for tool, flags in SHRINK.items():
-        command = re.sub(rf"(python -m {re.escape(tool)}\b(?:[^\n&|;]|\\\n)*)",
+        command = re.sub(rf"(python -m {re.escape(tool)}\b(?:[^\n&|;\\]|\\\n|\\.)*)",
                          lambda m: m[1].rstrip() + " " + flags, command)
     return command
 
@@ -111,18 +111,18 @@ def test_readme_commands_and_snippets_run_as_written(tmp_path):
             result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=clone,
                                     env=env, capture_output=True, text=True, timeout=1800)
             assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
-            _check(command, result, clone, venv)
+            _check(command, result, clone, venv, env)
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
 
 
-def _check(command, result, clone, venv):
+def _check(command, result, clone, venv, env):
     """What each kind of command must have done, beyond exiting 0."""
     if "pip install" in command:
         where = subprocess.run([str(venv / "bin" / "python"), "-c",
                                 "import tarrl_tf, tarrl_tf_cli; print(tarrl_tf.__file__)"],
-                               cwd=clone.parent, capture_output=True, text=True)
+                               cwd=clone.parent, env=env, capture_output=True, text=True)
         assert where.stdout.strip() == str(clone / "tarrl_tf" / "__init__.py"), where.stderr
     if "tools.pretrain" in command:
         assert (clone / "runs" / "pretrain" / "tarrl" / "encoder.keras").is_file()
