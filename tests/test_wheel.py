@@ -33,6 +33,7 @@ def installed(tmp_path_factory):
     """`(venv, wheel)`: the wheel built from the repository's sources, installed in a new venv."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"  # built from a copy: building in place would leave build/ behind
+    source.mkdir()
     for rel in ("pyproject.toml", "README.md", "tarrl_tf", "tarrl_tf_cli"):
         copy = shutil.copytree if (REPO / rel).is_dir() else shutil.copy2
         copy(REPO / rel, source / rel, **({"ignore": shutil.ignore_patterns("__pycache__")}
