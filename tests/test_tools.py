@@ -109,6 +109,12 @@ def test_evaluate_writes_the_report(files, tmp_path):
         assert f"| {row['name']} | inf | {row['epsilon']:.4g} | {row['steps']} |" in markdown
     assert (out / "robust_accuracy.png").read_bytes().startswith(PNG_MAGIC)
     assert "report.json" in result.stdout and "| pgd_linf |" in result.stdout
+    # A progress line per attack and per measurement of R, with its rate; a summary at the end.
+    assert "pgd_linf eps=0.1: 40 images in " in result.stderr and "fgsm eps=0.3: 40 images" in result.stderr
+    assert "R inf eps=0.2: 40 images in " in result.stderr and "images/s)" in result.stderr
+    assert result.stdout.rstrip().endswith(f"  {out / 'robust_accuracy.png'}")
+    assert "Wrote 3 files:" in result.stdout
+    assert "cuInit" not in result.stderr and "retracing" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -259,7 +265,10 @@ def test_reproduce_reevaluate_replaces_the_zoo_entry(files, tmp_path):
     images = np.random.default_rng(1).random((2, *IMAGE_SHAPE), dtype=np.float32)
     np.testing.assert_allclose(zoo.load(name, zoo_dir=zoo_dir)(images), encoder(images),
                                atol=1e-6)
-    assert sorted(p.name for p in zoo_dir.iterdir()) == sorted([name, zoo.MANIFEST_FILENAME])
+    # No temporary folder left behind; the pages were rendered anew.
+    assert sorted(p.name for p in zoo_dir.iterdir()) == sorted(
+        [name, zoo.MANIFEST_FILENAME, zoo.pages.INDEX_FILENAME])
+    assert zoo.pages.stale_pages(zoo_dir) == []
 
 
 # --- tarrl_tf.pretraining -----------------------------------------------------------------
