@@ -6,6 +6,7 @@ silent cast, rescale or clip.
 """
 
 import contextlib
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -109,3 +110,23 @@ def canonical_norm(norm):
     if key not in _NORMS:
         raise ValueError(f"Unknown norm {norm!r}; expected 'inf' (L-infinity) or 2 (L2)")
     return _NORMS[key]
+
+
+# An absolute path inside a string: `/a/b` after a start, a space or a `:` (`npz:/data/x.npz`),
+# `~/`, a Windows drive (`C:\`), or a `file:` URL. URLs (`https://host/a`) and relative paths pass.
+_LOCAL_PATH_RE = re.compile(r"""(?:^|[\s:='"(,])/[^/\s]+(?:/[^/\s]*)+|(?:^|[\s:='"(,])~/|"""
+                            r"""\b[A-Za-z]:\\|\bfile:/""")
+
+
+def local_paths(obj, where="card"):
+    """`where=value` of every string in `obj` (dicts, lists) that holds an absolute local path.
+
+    Published files (model cards) must not carry paths of the machine that wrote them.
+    """
+    if isinstance(obj, dict):
+        return [p for key, value in obj.items() for p in local_paths(value, f"{where}.{key}")]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, value in enumerate(obj) for p in local_paths(value, f"{where}[{i}]")]
+    if isinstance(obj, str) and _LOCAL_PATH_RE.search(obj):
+        return [f"{where}={obj!r}"]
+    return []

@@ -29,6 +29,7 @@ from tarrl_tf import data, evaluation, training, zoo
 from tarrl_tf.evaluation import reports
 from tarrl_tf.robustness import regularizers
 from tarrl_tf.training import pretraining
+from tarrl_tf.zoo import pages
 from tarrl_tf.zoo.card import card_metrics
 from tarrl_tf.zoo.headline import card_headline
 from tarrl_tf.zoo.publish import create_zoo_entry
@@ -260,4 +261,7 @@ def publish(row, encoder, head, results, facts, zoo_dir, *, replace=False):
     path = create_zoo_entry(encoder, name=row["name"], metrics=metrics, head=head, headline=headline,
                             head_name="linear", zoo_dir=target, replace=replace, **facts)
     print(f"{'Replaced' if replace else 'Published'} {path}")
+    # The pages people browse follow the cards: the index and this entry's page change.
+    for page in pages.write_pages(target):
+        print(f"Wrote {page}")
     return path

@@ -1,4 +1,5 @@
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -8,7 +9,11 @@ from sklearn.datasets import load_digits
 
 from tarrl_tf import data
 
-MNIST_NPZ = "/work/shared/datasets/mnist/mnist.npz"
+# The offline copies live beside the repository (`../shared/datasets`); TARRL_DATASETS_DIR
+# points elsewhere.
+DATASETS = pathlib.Path(os.environ.get(
+    "TARRL_DATASETS_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+MNIST_NPZ = str(DATASETS / "mnist" / "mnist.npz")
 
 
 def _arrays(n_train=6, n_test=4, shape=(5, 5, 1), dtype=np.uint8, seed=0):
@@ -430,3 +435,18 @@ def test_real_mnist_npz():
     train = data.load_dataset(source, "train")
     assert int(train.cardinality()) == 60000
     assert train.element_spec[0] == tf.TensorSpec((28, 28, 1), tf.float32)
+
+
+def test_describe_names_a_source_without_its_path(tmp_path):
+    import hashlib
+
+    source = _write(tmp_path, _arrays(), name="fashion_mnist.npz")
+    described = data.describe(source)
+    assert described == {
+        "dataset": "fashion_mnist",
+        "dataset_sha256": hashlib.sha256((tmp_path / "fashion_mnist.npz").read_bytes()).hexdigest(),
+    }
+    assert str(tmp_path) not in str(described)
+    assert data.describe("digits") == {"dataset": "digits"}
+    with pytest.raises(ValueError, match="npz file not found"):
+        data.describe(f"npz:{tmp_path / 'absent.npz'}")

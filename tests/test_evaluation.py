@@ -1,8 +1,10 @@
 """Tests of `tarrl_tf.evaluation` (the report behind tools/evaluate.py) and `tarrl_tf.reports`."""
 
+import hashlib
 import json
 import math
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -443,7 +445,11 @@ def test_evaluate_on_dataset_report(tiny_npz):
         num_examples=25, train_examples=50, epochs=3, batch_size=32, regularizer_steps=2,
         sanity_checks=False,
     )
-    assert report["encoder"] == "my_encoder" and report["dataset"] == tiny_npz
+    assert report["encoder"] == "my_encoder"
+    # Named by name and the file's sha256, never by its path.
+    assert report["dataset"] == "tiny" and tiny_npz[len("npz:"):] not in json.dumps(report)
+    assert report["dataset_sha256"] == hashlib.sha256(
+        pathlib.Path(tiny_npz[len("npz:"):]).read_bytes()).hexdigest()
     assert report["task"] == "labels" and report["class_names"] == ["0", "1", "2"]
     assert report["num_examples"] == 25 and report["num_train_examples"] == 50
     assert report["attacks"][0]["num_examples"] == 25

@@ -19,7 +19,7 @@ DATA = pathlib.Path(__file__).parent / "data"
 
 # Floors, from the bottom: a module imports only from lower floors or from its own room.
 FLOORS = [
-    {"registry", "checks", "files", "_version", "replicas"},
+    {"registry", "checks", "files", "progress", "_version", "replicas"},
     {"encoders", "data"},
     {"ssl", "robustness"},
     {"training"},
@@ -107,6 +107,38 @@ def test_no_import_circles_between_modules():
 def test_no_module_is_over_400_lines():
     long = {m: n for m, p in _modules() if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def _top_level_imports(path):
+    """Module names imported at a module's top level (not inside functions)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module)
+    return found
+
+
+def test_the_commands_sit_on_top_and_import_the_library_only_after_parsing():
+    """`tarrl_tf_cli` (the console commands) is a package beside `tarrl_tf`: importing any
+    `tarrl_tf` module imports TensorFlow, which --help must not wait for."""
+    cli = PACKAGE.parent / "tarrl_tf_cli"
+    for module, path in _modules():
+        assert not any(name.startswith("tarrl_tf_cli")
+                       for node in ast.walk(ast.parse(path.read_text()))
+                       if isinstance(node, (ast.Import, ast.ImportFrom))
+                       for name in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                                    else [node.module or ""])), module
+    heavy = ("tarrl_tf", "tensorflow", "keras", "numpy")
+    for path in sorted(cli.glob("*.py")):
+        eager = {m for m in _top_level_imports(path)
+                 if m.split(".")[0] in heavy and not m.startswith("tarrl_tf_cli")}
+        assert not eager, f"{path.name} imports {eager} before parsing its flags"
+        assert len(path.read_text().splitlines()) <= 400, path.name
+    tools = PACKAGE.parent / "tools"
+    for path in sorted(tools.glob("[!_]*.py")):  # thin wrappers over the commands
+        assert _top_level_imports(path) == {f"tarrl_tf_cli.{path.stem}"}, path.name
 
 
 def test_registries_are_the_lists_tools_use():

@@ -55,6 +55,14 @@ def test_a_row_is_trained_evaluated_and_published(setup):
     assert card["method"] == "tarrl" and card["training"]["epochs"] == 1
     assert card["training"]["command"] == f"python benchmarks/reproduce.py --row={row['name']}"
     assert card["metrics"][0]["attack"]["steps"] == 2
+    # The dataset by name and sha256, never by the path it was read from.
+    npz = setup / "datasets" / "tiny" / "tiny.npz"
+    assert card["metrics"][0]["dataset"] == "tiny" and str(setup) not in json.dumps(card)
+    assert card["metrics"][0]["dataset_sha256"] == zoo.sha256_file(npz)
+    # The pages follow: the index lists the entry, its page and figure exist and are current.
+    assert f"[{row['name']}]({row['name']}/README.md)" in (setup / "zoo" / "README.md").read_text()
+    assert (setup / "zoo" / row["name"] / "sweep.svg").is_file()
+    assert zoo.pages.stale_pages(setup / "zoo") == []
     with pytest.raises(ValueError, match="exists in"):
         pipeline.run_row(row, _settings(setup))  # published already: refused before training
 

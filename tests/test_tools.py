@@ -5,6 +5,7 @@ The tools define absl flags at import, so they are never imported here: two tool
 process would define the same flag names twice.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -57,6 +58,7 @@ def files(tmp_path_factory):
     return {
         "root": root,
         "dataset": f"npz:{root / 'tiny.npz'}",
+        "sha256": hashlib.sha256((root / "tiny.npz").read_bytes()).hexdigest(),
         "zoo": root / "zoo",
         "encoder": str(root / "encoder.keras"),
         "encoder12": str(root / "encoder12.keras"),
@@ -80,7 +82,8 @@ def test_evaluate_writes_the_report(files, tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     assert report["encoder"] == files["encoder"]
-    assert report["dataset"] == files["dataset"]
+    assert report["dataset"] == "tiny" and str(files["root"]) not in report["dataset"]
+    assert report["dataset_sha256"] == files["sha256"]
     assert report["task"] == "labels" and report["head"] == "linear"
     assert isinstance(report["clean_accuracy"], float) and 0 <= report["clean_accuracy"] <= 1
     assert report["num_examples"] == 40 and report["num_train_examples"] == 120
@@ -106,6 +109,12 @@ def test_evaluate_writes_the_report(files, tmp_path):
         assert f"| {row['name']} | inf | {row['epsilon']:.4g} | {row['steps']} |" in markdown
     assert (out / "robust_accuracy.png").read_bytes().startswith(PNG_MAGIC)
     assert "report.json" in result.stdout and "| pgd_linf |" in result.stdout
+    # A progress line per attack and per measurement of R, with its rate; a summary at the end.
+    assert "pgd_linf eps=0.1: 40 images in " in result.stderr and "fgsm eps=0.3: 40 images" in result.stderr
+    assert "R inf eps=0.2: 40 images in " in result.stderr and "images/s)" in result.stderr
+    assert result.stdout.rstrip().endswith(f"  {out / 'robust_accuracy.png'}")
+    assert "Wrote 3 files:" in result.stdout
+    assert "cuInit" not in result.stderr and "retracing" not in result.stderr
 
 
 def test_evaluate_with_a_suite_reports_its_worst_case(files, tmp_path):
@@ -180,7 +189,8 @@ def test_pretrain_trains_tarrl_and_simclr_and_prints_them_side_by_side(files, tm
         assert encoder.input_shape == (None, *IMAGE_SHAPE)
         report = json.loads((run_dir / "report.json").read_text())
         assert report["encoder"] == str(run_dir / "encoder.keras")
-        assert report["dataset"] == files["dataset"] and report["num_examples"] == 20
+        assert report["dataset"] == "tiny" and report["dataset_sha256"] == files["sha256"]
+        assert report["num_examples"] == 20
         assert [(r["name"], r["epsilon"]) for r in report["attacks"]] == [("pgd_linf", 0.1)]
         assert isinstance(report["pretraining_seconds"], float) and report["pretraining_seconds"] > 0
         assert report["attacks"][0]["steps"] == 3 and "sanity_checks" not in report
@@ -273,7 +283,10 @@ def test_reproduce_reevaluate_replaces_the_zoo_entry(files, tmp_path):
     images = np.random.default_rng(1).random((2, *IMAGE_SHAPE), dtype=np.float32)
     np.testing.assert_allclose(zoo.load(name, zoo_dir=zoo_dir)(images), encoder(images),
                                atol=1e-6)
-    assert sorted(p.name for p in zoo_dir.iterdir()) == sorted([name, zoo.MANIFEST_FILENAME])
+    # No temporary folder left behind; the pages were rendered anew.
+    assert sorted(p.name for p in zoo_dir.iterdir()) == sorted(
+        [name, zoo.MANIFEST_FILENAME, zoo.pages.INDEX_FILENAME])
+    assert zoo.pages.stale_pages(zoo_dir) == []
 
 
 # --- tarrl_tf.pretraining -----------------------------------------------------------------

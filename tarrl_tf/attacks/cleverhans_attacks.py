@@ -23,6 +23,7 @@ from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 from cleverhans.tf2.attacks.spsa import margin_logit_loss, projected_optimization
 from cleverhans.tf2.utils import clip_eta
+from tensorflow.python.util import deprecation
 
 from tarrl_tf.attacks.compat import ResettableAdam, SPSAAdam
 from tarrl_tf.attacks.registry import Attack, register
@@ -96,10 +97,13 @@ def _spsa(spec, model_fn, *, clip_min, clip_max, **_):
 
     def attack_one(example):
         image, label = example
-        x_adv = projected_optimization(
-            loss_fn, image[tf.newaxis], label[tf.newaxis], epsilon=spec.epsilon,
-            num_steps=spec.steps, optimizer=optimizer, clip_min=clip_min, clip_max=clip_max,
-            early_stop_loss_threshold=0.0)
+        # CleverHans calls `tf.while_loop(back_prop=False)`, deprecated: TF would print
+        # its upgrade notice (twice under absl) on every trace.
+        with deprecation.silence():
+            x_adv = projected_optimization(
+                loss_fn, image[tf.newaxis], label[tf.newaxis], epsilon=spec.epsilon,
+                num_steps=spec.steps, optimizer=optimizer, clip_min=clip_min, clip_max=clip_max,
+                early_stop_loss_threshold=0.0)
         return x_adv[0]
 
     def craft(x, y):

@@ -2,7 +2,6 @@
 
 from contextlib import nullcontext
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -10,6 +9,7 @@ from tarrl_tf.attacks.compat import seeded_global_generators
 from tarrl_tf.attacks.registry import ATTACKS
 from tarrl_tf.attacks.spec import AttackSpec, check_integer
 from tarrl_tf.checks import check_images
+from tarrl_tf.progress import Progress
 
 
 def run_attack(
@@ -37,7 +37,7 @@ def run_attack(
         clip_min: smallest valid pixel value.
         clip_max: largest valid pixel value.
         seed: optional integer; the same seed gives the same random starts.
-        verbose: show a `keras.utils.Progbar`.
+        verbose: show a progress bar with the images per second.
 
     Returns:
         `x_adv`, float32 NumPy array of `x`'s shape, with
@@ -64,7 +64,7 @@ def run_attack(
         seed=seed,
     )
     x_adv = np.empty_like(x)
-    progbar = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
+    progress = Progress(f"{spec.name} eps={spec.epsilon:.4g}", len(x)) if verbose else None
     # Eager attacks (ART's) draw from the global generators: seeded once per
     # call, so the same seed replays the same run while batches still differ.
     seeded = nullcontext() if ATTACKS.get(spec.name).traced else seeded_global_generators(seed)
@@ -72,8 +72,10 @@ def run_attack(
         for start in range(0, len(x), batch_size):
             stop = min(start + batch_size, len(x))
             x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
-            if progbar is not None:
-                progbar.update(stop)
+            if progress is not None:
+                progress.update(stop)
+    if progress is not None:
+        progress.close()
     return x_adv
 
 

@@ -158,6 +158,21 @@ def info(source, *, data_dir=None):
     return _tfds_info(tfds_source.builder(arg, data_dir))
 
 
+def describe(source, *, data_dir=None):
+    """How reports and model cards name a source: by name, never by a path of this machine.
+
+    Returns:
+        `{"dataset": name}` (`"mnist"` for `"npz:/any/folder/mnist.npz"`, the
+        TFDS name, `"digits"`), plus `"dataset_sha256"`, the sha256 of the
+        file, for an npz source: the name alone does not say which copy.
+    """
+    kind, arg = _parse_source(source)
+    described = {"dataset": info(source, data_dir=data_dir).name}
+    if kind == "npz":
+        described["dataset_sha256"] = npz.sha256(arg)
+    return described
+
+
 def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_remainder=True,
                         with_indices=False):
     """Batches images alone, for `model.fit` on unlabeled data.

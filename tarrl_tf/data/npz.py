@@ -1,5 +1,6 @@
 """Reading `npz:PATH` sources: `x_train, y_train, x_test, y_test` arrays, checked as they are read."""
 
+import hashlib
 import lzma
 import os
 import zipfile
@@ -33,6 +34,17 @@ def read_info(path):
     _check_npz_image_layout(shape, dtype, f"{path}:x_train")
     input_shape = tuple(shape[1:]) if len(shape) == 4 else (*shape[1:], 1)
     return name, input_shape, int(labels.max()) + 1 if len(labels) else 0
+
+
+def sha256(path):
+    """Hex sha256 of the file at `path` (read in chunks)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"npz file not found: {path!r}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _npz_keys(split):

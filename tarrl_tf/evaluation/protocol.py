@@ -16,6 +16,7 @@ import tensorflow as tf
 from tarrl_tf import attacks, data, zoo
 from tarrl_tf.checks import check_images
 from tarrl_tf.evaluation import downstream, sanity, tasks, worst_case
+from tarrl_tf.progress import Progress
 from tarrl_tf.evaluation.sanity import sanity_checks as run_sanity_checks
 from tarrl_tf.robustness import divergences
 from tarrl_tf.robustness.regularizers import PGD
@@ -28,24 +29,52 @@ BOUND_NOTE = (
 SUBSET_ATTACKS = tuple(name for name, attack in attacks.ATTACKS.items() if attack.costly)
 
 
-def representation_shift(encoder, x, *, epsilon, norm, steps=20, batch_size=256, seed=0):
+def representation_shift(encoder, x, *, epsilon, norm, steps=20, batch_size=256, seed=0,
+                         verbose=False):
     """Worst-case change of the normalized representation inside the ball, per example.
 
     Maximizes the `squared_l2` divergence with PGD. Returns `d`, one value
     per example: `mean(d)` estimates `R`, `mean(sqrt(d))` the mean worst-case
     L2 shift of the normalized representation.
     """
-    estimator = PGD(epsilon=epsilon, norm=norm, steps=steps, divergence="squared_l2")
+    return representation_shifts(encoder, x, [(norm, epsilon)], steps=steps,
+                                 batch_size=batch_size, seed=seed, verbose=verbose)[(norm, epsilon)]
 
-    # One trace for every batch size, the short last batch included.
-    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.float32)])
-    def batch_shift(x_batch):
+
+def representation_shifts(encoder, x, threat_models, *, steps=20, batch_size=256, seed=0,
+                          verbose=False):
+    """`{(norm, epsilon): d}`: `representation_shift` for several threat models."""
+    functions = {}
+    shifts = {}
+    for norm, epsilon in threat_models:
+        if norm not in functions:
+            functions[norm] = _shift_function(encoder, norm, steps, seed, x.shape[1:])
+        radius = tf.constant(epsilon, tf.float32)
+        progress = Progress(f"R {norm} eps={epsilon:.4g}", len(x)) if verbose else None
+        batches = []
+        for i in range(0, len(x), batch_size):
+            batches.append(functions[norm](tf.constant(x[i:i + batch_size]), radius).numpy())
+            if progress is not None:
+                progress.update(min(i + batch_size, len(x)))
+        if progress is not None:
+            progress.close()
+        shifts[(norm, epsilon)] = np.concatenate(batches)
+    return shifts
+
+
+def _shift_function(encoder, norm, steps, seed, image_shape):
+    # One trace for every batch size (the short last batch included) and every radius of a
+    # sweep: a function per radius made TF warn about retracing.
+    estimator = PGD(epsilon=1.0, norm=norm, steps=steps, divergence="squared_l2")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *image_shape], tf.float32),
+                                  tf.TensorSpec([], tf.float32)])
+    def batch_shift(x_batch, epsilon):
         anchor = encoder(x_batch, training=False)
-        x_adv = estimator.perturb(encoder, x_batch, anchor=anchor, seed=seed)
+        x_adv = estimator.perturb(encoder, x_batch, anchor=anchor, epsilon=epsilon, seed=seed)
         return divergences.squared_l2(anchor, encoder(x_adv, training=False))
 
-    batches = [batch_shift(tf.constant(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-    return np.concatenate([b.numpy() for b in batches])
+    return batch_shift
 
 
 def evaluate(
@@ -88,7 +117,7 @@ def evaluate(
             `"quick"`) run at every threat model of `attack_specs`; its per-image
             worst case is the report's headline (`worst_case`).
         seed: seed for head training and attack random starts.
-        verbose: progress bars.
+        verbose: a progress bar per attack and per measurement of R (images/s).
 
     Returns:
         A dict with `clean_accuracy`, `clean_loss`, `attacks` (one row per
@@ -125,18 +154,16 @@ def evaluate(
     report["clean_accuracy"] = float(np.mean(clean[0]))
     report["clean_loss"] = float(np.mean(clean[1]))
     report["attacks"] = []
-    progbar = keras.utils.Progbar(len(attack_specs), unit_name="attack") if verbose else None
-    for i, spec in enumerate(attack_specs):
+    for spec in attack_specs:
         n = len(x_test)
         if subset_examples is not None and spec.name in SUBSET_ATTACKS:
             n = min(n, subset_examples)
         report["attacks"].append(
-            attack_row(classifier, x_test, y_test, clean, spec, n, batch_size, seed))
-        if progbar is not None:
-            progbar.update(i + 1)
+            attack_row(classifier, x_test, y_test, clean, spec, n, batch_size, seed, verbose))
 
     def run(spec, n):
-        return attack_row_and_mask(classifier, x_test, y_test, clean, spec, n, batch_size, seed)
+        return attack_row_and_mask(classifier, x_test, y_test, clean, spec, n, batch_size, seed,
+                                   verbose)
 
     suite_runs = None
     if suite is not None:
@@ -144,11 +171,9 @@ def evaluate(
             run, suite, threat_models, len(x_test))
         report["attacks"] += rows
         report["suite"] = suite
-    shifts = {
-        threat: representation_shift(features_encoder, x_test, epsilon=threat[1], norm=threat[0],
-                                     steps=regularizer_steps, batch_size=batch_size, seed=seed)
-        for threat in threat_models
-    }
+    shifts = representation_shifts(features_encoder, x_test, threat_models,
+                                   steps=regularizer_steps, batch_size=batch_size, seed=seed,
+                                   verbose=verbose)
     report["robustness"] = [
         {"norm": norm, "epsilon": eps, "estimator": "pgd", "steps": regularizer_steps,
          "divergence": "squared_l2", "R": float(np.mean(d)),
@@ -186,15 +211,16 @@ def _correct_and_loss(classifier, x, y):
     return np.argmax(logits, axis=-1) == np.asarray(y), loss.numpy()
 
 
-def attack_row(classifier, x, y, clean, spec, n, batch_size, seed):
+def attack_row(classifier, x, y, clean, spec, n, batch_size, seed, verbose=False):
     """The row of `spec` run on the first `n` examples; `clean` is `_correct_and_loss(x, y)`."""
-    return attack_row_and_mask(classifier, x, y, clean, spec, n, batch_size, seed)[0]
+    return attack_row_and_mask(classifier, x, y, clean, spec, n, batch_size, seed, verbose)[0]
 
 
-def attack_row_and_mask(classifier, x, y, clean, spec, n, batch_size, seed):
+def attack_row_and_mask(classifier, x, y, clean, spec, n, batch_size, seed, verbose=False):
     """`attack_row` and, per example, whether it is right both clean and under the attack."""
     x, y, clean_ok, clean_loss = x[:n], y[:n], clean[0][:n], clean[1][:n]
-    x_adv = attacks.run_attack(classifier, x, y, spec, batch_size=batch_size, seed=seed)
+    x_adv = attacks.run_attack(classifier, x, y, spec, batch_size=batch_size, seed=seed,
+                               verbose=verbose)
     adv_ok, adv_loss = _correct_and_loss(classifier, x_adv, y)
     return {
         **spec.to_dict(),
@@ -298,7 +324,8 @@ def evaluate_on_dataset(
         attack_specs=attack_specs,
         **kwargs,
     )
-    report = {"encoder": encoder_name, "dataset": dataset, "task": task,
+    # The dataset by name (and the sha256 of its file), never by a path of this machine.
+    report = {"encoder": encoder_name, **data.describe(dataset, data_dir=data_dir), "task": task,
               "class_names": list(derived.class_names), **report,
               "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
     return report, classifier, head

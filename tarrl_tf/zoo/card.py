@@ -100,9 +100,9 @@ def validate_model_card(card):
     and `robust_accuracy` as fractions, `num_examples`, and the `attack`
     (`name`, `norm`, `epsilon`, plus its other settings); `files` with the
     sha256 and size of every file; `software` with the TensorFlow and Keras
-    versions. No value anywhere may be a number written as a string. An
-    optional `headline` must follow `tarrl_tf.zoo.headline` at the card's
-    threat model.
+    versions. No value anywhere may be a number written as a string, nor hold
+    an absolute local path. An optional `headline` must follow
+    `tarrl_tf.zoo.headline` at the card's threat model.
 
     Returns:
         The card, unchanged.
@@ -174,6 +174,10 @@ def validate_model_card(card):
         for p in _numeric_strings(
             {k: v for k, v in card.items() if k not in ("files", "software")}, "card"
         )
+    ]
+    problems += [
+        f"{p}: a published card names things (a dataset by name and sha256), not local paths"
+        for p in checks.local_paths(card, "card")
     ]
     if problems:
         raise InvalidModelCardError(
@@ -287,7 +291,8 @@ def card_metrics(report):
             "num_examples": row["num_examples"],
             "attack": {k: v for k, v in row.items() if k not in measured},
         }
-        for key in ("fine_tune", "dataset", "task"):
+        # `dataset` is a name (`tarrl_tf.data.describe`), never a path of the machine.
+        for key in ("fine_tune", "dataset", "dataset_sha256", "task"):
             if key in report:
                 item[key] = report[key]
         for key in ("clean_loss", "adversarial_loss"):

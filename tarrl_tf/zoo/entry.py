@@ -8,8 +8,9 @@ import pathlib
 from tarrl_tf.zoo import serving
 from tarrl_tf.zoo.card import validate_model_card
 from tarrl_tf.zoo.manifest import (ENCODER_FILENAME, HEAD_FILENAME, MODEL_CARD_FILENAME,
-                                   SERVING_DIRNAME, ChecksumError, InvalidModelCardError,
-                                   MissingFileError, check_files, entry_problems)
+                                   RENDERED_FILENAMES, SERVING_DIRNAME, ChecksumError,
+                                   InvalidModelCardError, MissingFileError, check_files,
+                                   entry_problems)
 
 
 def read_card(entry_dir, name, entry):
@@ -49,7 +50,8 @@ def check_entry_dir(entry_dir, *, name, entry):
     files = entry["files"]
     check_files(entry_dir, files, builtins.list(files))
     present = {p.relative_to(entry_dir).as_posix() for p in entry_dir.rglob("*") if p.is_file()}
-    extra = sorted(present - set(files))
+    # The rendered pages (README.md, sweep.svg) are for people, derived from the card.
+    extra = sorted(present - set(files) - set(RENDERED_FILENAMES))
     if extra:
         raise ChecksumError(
             f"Zoo entry {entry_dir} holds files the manifest does not list: {extra}"

@@ -15,6 +15,11 @@ MANIFEST_FILENAME = "manifest.json"
 MANIFEST_FORMAT_VERSION = 1
 MODEL_CARD_FILENAME = "model_card.json"
 ENCODER_FILENAME = "encoder.keras"
+# Rendered from the model card for people browsing the zoo (`tarrl_tf.zoo.pages`): not
+# model files, so not checksummed; a test checks they match the cards.
+PAGE_FILENAME = "README.md"
+FIGURE_FILENAME = "sweep.svg"
+RENDERED_FILENAMES = (PAGE_FILENAME, FIGURE_FILENAME)
 HEAD_FILENAME = "head.keras"
 SERVING_DIRNAME = "serving"
 
@@ -51,6 +56,12 @@ def default_zoo_dir():
     return pathlib.Path(__file__).resolve().parents[2] / "zoo"
 
 
+def clone_zoo_dir():
+    """The repo's `zoo/` when tarrl_tf runs from a clone that has one (with its manifest), else None."""
+    path = default_zoo_dir()
+    return path if (path / MANIFEST_FILENAME).is_file() else None
+
+
 def resolve_zoo_dir(zoo_dir=None):
     """`zoo_dir` if given, else `$TARRL_ZOO_DIR` if set, else `default_zoo_dir()`."""
     if zoo_dir is not None:
@@ -81,12 +92,15 @@ def sha256_file(path):
 
 
 def describe_files(root, *, exclude=()):
-    """`{relative posix path: {"sha256": hex, "bytes": size}}` for every file under `root`."""
+    """`{relative posix path: {"sha256": hex, "bytes": size}}` for every file under `root`.
+
+    The rendered pages (`RENDERED_FILENAMES`) are never listed: they follow the card.
+    """
     root = pathlib.Path(root)
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel in exclude:
+        if rel in exclude or rel in RENDERED_FILENAMES:
             continue
         files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files
@@ -128,13 +142,13 @@ def read_manifest(zoo_dir=None):
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise InvalidModelCardError(f"Zoo manifest {path} is not valid JSON: {e}") from e
-    problems = _manifest_problems(manifest)
+    problems = manifest_problems(manifest)
     if problems:
         raise InvalidModelCardError(f"Invalid zoo manifest {path}: " + "; ".join(problems))
     return manifest
 
 
-def _manifest_problems(manifest):
+def manifest_problems(manifest):
     if not isinstance(manifest, dict):
         return ["the manifest must be a JSON object"]
     problems = []
