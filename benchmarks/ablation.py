@@ -39,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json
 import pathlib
 
+import keras
 from absl import app, flags
 
 from tarrl_tf import attacks, data, evaluation, pipeline, training
@@ -58,6 +59,8 @@ flags.DEFINE_enum("method", "tarrl", list(training.METHODS.names()),
                   "Training method (tarrl with --weight=0 is plain SimCLR).")
 flags.DEFINE_string("teacher", None, "deacl's teacher: a .keras encoder.")
 flags.DEFINE_string("init_encoder", None, "Start from this .keras encoder (a second stage).")
+flags.DEFINE_boolean("evaluate_only", False,
+                     "Evaluate the encoder an earlier run of this --name saved; train nothing.")
 flags.DEFINE_string("runs_dir", str(REPO / "runs" / "ablation"),
                     "Each configuration's encoder and backup go to <runs_dir>/<name>/.")
 flags.DEFINE_float("weight", 0.0, "Regularizer weight (0: plain SimCLR).")
@@ -96,9 +99,13 @@ def main(argv):
     x, y = data.load_arrays(FLAGS.dataset, "train", max_examples=FLAGS.train_examples)
     run_dir = pathlib.Path(FLAGS.runs_dir) / FLAGS.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    encoder, history, seconds = pipeline.train(row(x), x, y, run_dir, pipeline.Settings(
-        datasets_dir=str(REPO.parent / "shared" / "datasets"), output_dir=FLAGS.runs_dir))
-    encoder.save(run_dir / "encoder.keras")
+    if FLAGS.evaluate_only:
+        # The training history and time are in that run's log, not measured here.
+        encoder, history, seconds = keras.models.load_model(run_dir / "encoder.keras"), {}, None
+    else:
+        encoder, history, seconds = pipeline.train(row(x), x, y, run_dir, pipeline.Settings(
+            datasets_dir=str(REPO.parent / "shared" / "datasets"), output_dir=FLAGS.runs_dir))
+        encoder.save(run_dir / "encoder.keras")
     # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
     report, _, _ = evaluation.evaluate_on_dataset(
         encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, attack_specs=specs,
@@ -106,11 +113,11 @@ def main(argv):
     line = {
         "name": FLAGS.name, "method": FLAGS.method, "weight": FLAGS.weight,
         "estimator": FLAGS.estimator, "init_encoder": FLAGS.init_encoder, "teacher": FLAGS.teacher,
-        "steps": FLAGS.steps, "divergence": FLAGS.divergence, "seconds": round(seconds),
+        "steps": FLAGS.steps, "divergence": FLAGS.divergence, "seconds": None if seconds is None else round(seconds),
         "clean_accuracy": report["clean_accuracy"],
         "robust_accuracy": {str(a["epsilon"]): a["robust_accuracy"] for a in report["attacks"]},
         "R_squared_l2": {str(r["epsilon"]): r["R"] for r in report["robustness"]},
-        "final_ssl_loss": history["ssl_loss"][-1],
+        "final_ssl_loss": history["ssl_loss"][-1] if "ssl_loss" in history else None,
         "final_training_robustness": history.get("robustness", [0.0])[-1],
         "training_history": {k: [round(v, 4) for v in values] for k, values in history.items()},
         "architecture": encoder.name,
