@@ -9,6 +9,7 @@ zoo from the `http.server` command it shows, and names that server for the examp
 marked `<!-- needs Docker and TF Serving ... -->` are the only ones not run.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -128,7 +129,10 @@ def _check(command, result, clone, venv, env):
         assert (clone / "runs" / "pretrain" / "tarrl" / "encoder.keras").is_file()
         assert "| clean accuracy |" in result.stdout and "Wrote 8 files:" in result.stdout
     if "tools.evaluate" in command:
-        assert (clone / "out" / "report.json").is_file() and "parity" in result.stdout
+        report = json.loads((clone / "out" / "report.json").read_text())
+        assert report["task"] in command and f"task `{report['task']}`" in result.stdout
+        if "--suite=" in command:
+            assert report["worst_case"] and "worst case" in result.stdout
     if "tools.export" in command:
         assert 'base_path: "/models/digits_tarrl"' in (clone / "serving" / "models.config").read_text()
     if "pytest" in command:
