@@ -59,6 +59,7 @@ flags.DEFINE_enum("method", "tarrl", list(training.METHODS.names()),
                   "Training method (tarrl with --weight=0 is plain SimCLR).")
 flags.DEFINE_string("teacher", None, "deacl's teacher: a .keras encoder.")
 flags.DEFINE_string("init_encoder", None, "Start from this .keras encoder (a second stage).")
+flags.DEFINE_string("task", "labels", "Downstream task of the probe (tarrl_tf.evaluation.tasks).")
 flags.DEFINE_boolean("evaluate_only", False,
                      "Evaluate the encoder an earlier run of this --name saved; train nothing.")
 flags.DEFINE_string("runs_dir", str(REPO / "runs" / "ablation"),
@@ -108,10 +109,10 @@ def main(argv):
         encoder.save(run_dir / "encoder.keras")
     # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
     report, _, _ = evaluation.evaluate_on_dataset(
-        encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, attack_specs=specs,
+        encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
         num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES, sanity_checks=False)
     line = {
-        "name": FLAGS.name, "method": FLAGS.method, "weight": FLAGS.weight,
+        "name": FLAGS.name, "method": FLAGS.method, "task": FLAGS.task, "weight": FLAGS.weight,
         "estimator": FLAGS.estimator, "init_encoder": FLAGS.init_encoder, "teacher": FLAGS.teacher,
         "steps": FLAGS.steps, "divergence": FLAGS.divergence, "seconds": None if seconds is None else round(seconds),
         "clean_accuracy": report["clean_accuracy"],

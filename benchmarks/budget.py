@@ -36,6 +36,7 @@ flags.DEFINE_string("output", str(REPO / "benchmarks" / "cifar_proxy_budget.json
 flags.DEFINE_string("figure", str(REPO / "benchmarks" / "figures" / "cifar_proxy_budget.png"),
                     "Robust accuracy against cost.")
 flags.DEFINE_float("epsilon", 0.0313725, "The radius robust accuracy is ranked at.")
+flags.DEFINE_string("task", "labels", "The downstream task ranked (runs record theirs; none: labels).")
 flags.DEFINE_integer("width", 8, "Proxy ResNet width (--measure).")
 flags.DEFINE_integer("batch_size", 256, "Images per step (--measure).")
 flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration after 3 warm-up rounds (--measure).")
@@ -131,9 +132,11 @@ def rank():
     costs = json.loads(pathlib.Path(FLAGS.costs).read_text())["ratios"]
     runs = [json.loads(line) for path in FLAGS.results
             for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
-    by_name = {run["name"]: run for run in runs}
+    # Each name's training run (other tasks' lines evaluate the same encoder).
+    by_name = {run["name"]: run for run in runs if run.get("task", "labels") == "labels"}
 
     def cost(run):
+        run = by_name.get(run["name"], run)
         key = cost_key(run)
         if key not in costs:
             raise ValueError(f"No measured step cost for {key!r} ({run['name']}): run --measure "
@@ -148,10 +151,11 @@ def rank():
     key = str(FLAGS.epsilon)
     ranked = sorted(
         ({"name": run["name"], "method": run.get("method", "tarrl"), "seed": run.get("seed", 0),
+          "task": run.get("task", "labels"),
           "cost_simclr_steps": round(cost(run)), "clean_accuracy": run["clean_accuracy"],
           "robust_accuracy": run["robust_accuracy"][key], "eval_attack": run["eval_attack"],
           "eval_steps": run["eval_steps"], "eval_examples": run["eval_examples"],
-          "epsilon": FLAGS.epsilon} for run in runs),
+          "epsilon": FLAGS.epsilon} for run in runs if run.get("task", "labels") == FLAGS.task),
         key=lambda r: (-r["robust_accuracy"], r["cost_simclr_steps"]))
     pathlib.Path(FLAGS.output).write_text("".join(json.dumps(r) + "\n" for r in ranked))
     print("| run | method | cost (SimCLR steps) | clean | robust |\n|---|---|---|---|---|")
