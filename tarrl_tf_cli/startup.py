@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import tempfile
-import warnings
 
 from absl import app, flags
 
@@ -62,8 +61,6 @@ def library():
 
         tf.config.list_physical_devices()  # Where the cuInit line is written.
     tf.get_logger().addFilter(_keras_step_retracing)
-    # Keras warns that `fit` ignores shuffle=True for a tf.data input, which is shuffled already.
-    warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
     import tarrl_tf
 
     return tarrl_tf

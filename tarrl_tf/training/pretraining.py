@@ -58,7 +58,9 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
     model.compile(optimizer=keras.optimizers.Adam(schedule))
     clock = TrainingClock(backup_dir)
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
-    history = model.fit(dataset, epochs=epochs, callbacks=callbacks + [clock], verbose=verbose)
+    # The dataset is shuffled already (and Keras would warn that shuffle=True is ignored).
+    history = model.fit(dataset, epochs=epochs, callbacks=callbacks + [clock], verbose=verbose,
+                        shuffle=False)
     return history.history, clock.seconds
 
 
