@@ -8,21 +8,18 @@ explicit `zoo_dir=` is that zoo alone, unless `zoo_url=` is given too.
 """
 
 import os
-import pathlib
 
 from tarrl_tf.zoo import remote
 from tarrl_tf.zoo.manifest import (MANIFEST_FILENAME, ZOO_DIR_ENV, MissingFileError,
-                                   UnknownModelError, clone_zoo_dir, read_manifest)
+                                   UnknownModelError, clone_zoo_dir, read_manifest,
+                                   resolve_zoo_dir)
 
 
 def local_zoo_dir(zoo_dir=None):
     """The local zoo to look in first: `zoo_dir`, `$TARRL_ZOO_DIR`, the clone's `zoo/`, or None."""
-    if zoo_dir is not None:
-        return pathlib.Path(zoo_dir)
-    env = os.environ.get(ZOO_DIR_ENV)
-    if env:
-        return pathlib.Path(env)
-    return clone_zoo_dir()
+    if zoo_dir is None and not os.environ.get(ZOO_DIR_ENV):
+        return clone_zoo_dir()  # None outside a clone, where resolve_zoo_dir would name a non-zoo
+    return resolve_zoo_dir(zoo_dir)
 
 
 def remote_url(zoo_dir=None, zoo_url=None):
