@@ -44,6 +44,9 @@ flags.DEFINE_string("zoo_dir", None, "Zoo to publish into (default: zoo/; --quic
 flags.DEFINE_boolean("publish", True, "Publish the zoo entry.")
 flags.DEFINE_boolean("replace", False,
                      "Train anew and replace the row's published entry (default: refuse to).")
+flags.DEFINE_string("strategy", "default",
+                    "tf.distribute strategy of training: default, mirrored, or multi_worker "
+                    "(reads $TF_CONFIG); the rows' batch sizes are global.")
 flags.DEFINE_boolean("reevaluate", False,
                      "Re-evaluate the published entry of each --row without training, and "
                      "replace it with the new metrics.")
@@ -52,6 +55,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from tarrl_tf.training import distribute
+
+    distribute.STRATEGIES.get(FLAGS.strategy)  # an unknown name fails before any work
     rows = pipeline.load_rows(FLAGS.experiments)
     if FLAGS.list or not FLAGS.row:
         for name, row in rows.items():
@@ -71,7 +77,7 @@ def main(argv):
         write_atomic(os.path.join(zoo_dir, zoo.MANIFEST_FILENAME), dumps_json(zoo.empty_manifest()))
     settings = pipeline.Settings(datasets_dir=FLAGS.datasets_dir, output_dir=output_dir,
                                  zoo_dir=zoo_dir, publish=FLAGS.publish, replace=FLAGS.replace,
-                                 quick=FLAGS.quick)
+                                 quick=FLAGS.quick, strategy=FLAGS.strategy)
     for name in FLAGS.row:
         if FLAGS.reevaluate:
             pipeline.reevaluate_row(rows[name], settings, source_zoo)

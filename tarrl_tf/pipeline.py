@@ -28,7 +28,7 @@ import keras
 from tarrl_tf import data, evaluation, training, zoo
 from tarrl_tf.evaluation import reports
 from tarrl_tf.robustness import regularizers
-from tarrl_tf.training import pretraining
+from tarrl_tf.training import distribute, pretraining
 from tarrl_tf.zoo import pages
 from tarrl_tf.zoo.card import card_metrics
 from tarrl_tf.zoo.headline import card_headline
@@ -55,6 +55,8 @@ class Settings:
         publish: publish the zoo entry.
         replace: replace a published entry of the same name (else refuse to).
         quick: tiny budgets (`QUICK_TRAINING`, `QUICK_EVALUATION`).
+        strategy: the `tf.distribute` strategy training runs under, by name
+            (`tarrl_tf.training.distribute.STRATEGIES`); the row's batch size is global.
     """
 
     datasets_dir: str
@@ -63,6 +65,7 @@ class Settings:
     publish: bool = True
     replace: bool = False
     quick: bool = False
+    strategy: str = "default"
 
 
 def load_rows(path):
@@ -90,7 +93,15 @@ def prepared(row, settings):
 
 
 def train(row, images, labels, run_dir, settings):
-    """Trains the row's encoder with its registered method; returns `(encoder, history, seconds)`."""
+    """Trains the row's encoder with its registered method; returns `(encoder, history, seconds)`.
+
+    Models and optimizer are built in the scope of `settings.strategy`.
+    """
+    with distribute.make_strategy(settings.strategy).scope():
+        return _train(row, images, labels, run_dir, settings)
+
+
+def _train(row, images, labels, run_dir, settings):
     threat, regularizer = row["threat_model"], row.get("regularizer", {})
     seed = row.get("seed", 0)
     encoder = pretraining.make_encoder(images.shape[1:], architecture=row["architecture"],

@@ -114,3 +114,38 @@ same(lambda e: tarrl_tf.ACLModel(e, epsilon=0.0, steps=1, augmentation=keras.lay
 same(lambda e: tarrl_tf.SupervisedATModel(e, 3, epsilon=0.0, steps=1, seed=0), labeled=True)
 print("ok")
 """)
+
+
+def test_the_pipeline_trains_a_row_under_a_strategy_by_name(tmp_path):
+    run_in_fresh_process(PREAMBLE + f"""
+from tarrl_tf import pipeline
+from tarrl_tf.testing import prototype_data
+x, y = prototype_data(64, seed=1)
+row = {{"name": "tiny", "method": "tarrl", "architecture": "small_cnn", "width": 4, "epochs": 2,
+       "batch_size": 16, "learning_rate": 1e-3, "threat_model": {{"norm": "inf", "epsilon": 0.1}},
+       "regularizer": {{"estimator": "pgd", "steps": 1, "weight": 1.0,
+                       "divergence": "normalized_relative_l2"}}}}
+settings = pipeline.Settings(datasets_dir=".", output_dir=r"{tmp_path}", strategy="mirrored")
+import pathlib
+encoder, history, seconds = pipeline.train(row, x, y, pathlib.Path(r"{tmp_path}"), settings)
+assert len(history["loss"]) == 2 and np.isfinite(history["robustness"]).all()
+# Built in the strategy's scope: its variables are mirrored on both devices.
+assert isinstance(encoder.weights[0].value, tf.distribute.DistributedValues)
+print("ok")
+""")
+
+
+def test_strategies_by_name_refuse_what_they_cannot_build(monkeypatch):
+    import pytest
+
+    from tarrl_tf.training import distribute
+
+    with pytest.raises(ValueError, match="Unknown strategy 'tpu_pod'"):
+        distribute.make_strategy("tpu_pod")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match=r"\$TF_CONFIG, which is not set"):
+        distribute.make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        distribute.make_strategy("multi_worker")
+    assert distribute.STRATEGIES.names() == ("default", "mirrored", "multi_worker")

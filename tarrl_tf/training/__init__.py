@@ -3,7 +3,7 @@
 Importing this package registers every method in `registry.METHODS`.
 """
 
-from tarrl_tf.training import base, registry  # noqa: F401
+from tarrl_tf.training import base, distribute, registry  # noqa: F401
 from tarrl_tf.training.acl_model import ACLModel  # noqa: F401
 from tarrl_tf.training.deacl_model import DeACLModel  # noqa: F401
 from tarrl_tf.training.supervised_at_model import SupervisedATModel  # noqa: F401
