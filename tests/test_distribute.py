@@ -6,6 +6,8 @@ strategy, so these tests use steps without it: identity views, a fixed
 perturbation for R, and baselines at epsilon 0 (whose searches cannot move).
 """
 
+import pytest
+
 from tarrl_tf.testing import run_in_fresh_process
 
 PREAMBLE = """
@@ -136,8 +138,6 @@ print("ok")
 
 
 def test_strategies_by_name_refuse_what_they_cannot_build(monkeypatch):
-    import pytest
-
     from tarrl_tf.training import distribute
 
     with pytest.raises(ValueError, match="Unknown strategy 'tpu_pod'"):
@@ -149,3 +149,70 @@ def test_strategies_by_name_refuse_what_they_cannot_build(monkeypatch):
     with pytest.raises(ValueError, match="not valid JSON"):
         distribute.make_strategy("multi_worker")
     assert distribute.STRATEGIES.names() == ("default", "mirrored", "multi_worker")
+
+
+WORKER = """
+import os, sys
+import numpy as np, tensorflow as tf
+import keras, tarrl_tf
+strategy = (tf.distribute.MultiWorkerMirroredStrategy() if os.environ.get("TF_CONFIG")
+            else tf.distribute.get_strategy())
+x = np.random.default_rng(0).random((32, 12, 12, 1)).astype("float32")
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    model = tarrl_tf.TARRLModel(
+        tarrl_tf.encoders.small_cnn(input_shape=(12, 12, 1), width=4, representation_dim=8),
+        weight=0.0, augmentation=keras.layers.Identity(), seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+# Global batches of 8; each worker takes its half of every batch (tf.data's auto-sharding).
+history = model.fit(tf.data.Dataset.from_tensor_slices(x).batch(8).take(3), epochs=1, verbose=0)
+np.savez(sys.argv[1], loss=history.history["loss"], *model.encoder.get_weights())
+"""
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.large
+def test_two_worker_processes_on_loopback_train_like_one_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = [subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / f"worker{i}.npz")],
+        env={**env, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                              "task": {"type": "worker", "index": i}})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        for worker in workers:
+            _, stderr = worker.communicate(timeout=240)
+            assert worker.returncode == 0, stderr[-3000:]
+    finally:
+        for worker in workers:  # nothing left running, whatever happened
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    alone = subprocess.run([sys.executable, str(script), str(tmp_path / "alone.npz")], env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    first, second, one = (np.load(tmp_path / f"{n}.npz") for n in ("worker0", "worker1", "alone"))
+    for key in one.files:
+        np.testing.assert_array_equal(first[key], second[key])
+        np.testing.assert_allclose(first[key], one[key], atol=1e-5)

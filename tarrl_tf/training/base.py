@@ -101,7 +101,12 @@ class TrainingModel(keras.Model):
         """Updates the named metrics with `values`; returns their results (the step's logs)."""
         for name, value in values.items():
             getattr(self, f"{name}_tracker").update_state(value)
-        return {name: getattr(self, f"{name}_tracker").result() for name in values}
+        logs = {name: getattr(self, f"{name}_tracker").result() for name in values}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras (3.15) reduces multi-worker logs with `strategy.reduce(MEAN, v, axis=0)`,
+            # which fails on scalars: one value per replica along axis 0 instead.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def apply_gradients(self, tape, loss):
         """One optimizer step on `loss`, this replica's part of the global batch's loss.
