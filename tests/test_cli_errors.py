@@ -95,3 +95,23 @@ def test_epsilons_take_fractions(text, value):
 def test_a_number_that_is_not_finite_is_refused(text):
     with pytest.raises(app.UsageError):
         startup.number(text, flag="epsilons")
+
+
+def test_zoo_list_marks_a_damaged_card_and_lists_every_other_entry(tmp_path):
+    source = REPO_ROOT / "zoo"
+    names = sorted(p.parent.name for p in source.glob("*/model_card.json"))
+    shutil.copy(source / "manifest.json", tmp_path / "manifest.json")
+    for name in names:
+        (tmp_path / name).mkdir()
+        shutil.copy(source / name / "model_card.json", tmp_path / name / "model_card.json")
+    card = tmp_path / "mnist_cnn_simclr" / "model_card.json"  # Mid-list: it must not stop the rest.
+    card.write_text(card.read_text()[:-40])
+    result = run_tool("tools.zoo", "list", f"--zoo_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("BAD  mnist_cnn_simclr: ") for line in lines), result.stdout
+    for name in names:
+        if name != "mnist_cnn_simclr":
+            assert any(line.startswith(f"{name}  ") for line in lines), result.stdout
+    assert f"{len(names)} entries, 1 bad" in result.stdout
