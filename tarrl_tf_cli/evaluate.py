@@ -28,7 +28,7 @@ flags.DEFINE_string("head", "linear",
 flags.DEFINE_boolean("fine_tune", False, "Fine-tune the encoder too (plain training).")
 flags.DEFINE_list("attacks", ["pgd_linf", "fgsm"],
                   "Attacks, registered in tarrl_tf.attacks.ATTACKS.")
-flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "Radii of the attacks.")
+flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "Radii of the attacks (8/255 is fine).")
 flags.DEFINE_list("l2_epsilons", None, "Radii of L2 attacks (default: --epsilons).")
 flags.DEFINE_integer("steps", None, "Attack iterations (default: each attack's own).")
 flags.DEFINE_string("suite", None,
@@ -39,7 +39,7 @@ flags.DEFINE_integer("subset_examples", None,
                      "Attack only the first N test examples with the costly attacks "
                      "(tarrl_tf.evaluation.SUBSET_ATTACKS; default: all).", lower_bound=1)
 flags.DEFINE_integer("train_examples", None, "Training examples for the head (default: all).")
-flags.DEFINE_integer("epochs", 30, "Head training epochs.")
+flags.DEFINE_integer("epochs", 30, "Head training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Batch size of head training and attacks.")
 flags.DEFINE_integer("regularizer_steps", 20, "PGD steps for measuring the encoder's R.")
 flags.DEFINE_boolean("sanity_checks", True, "Run the checks against false robustness.")
@@ -50,9 +50,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
+    epsilons = [startup.number(e, flag="epsilons") for e in FLAGS.epsilons]
+    l2_epsilons = [startup.number(e, flag="l2_epsilons") for e in FLAGS.l2_epsilons or []]
     startup.library()
-    from tarrl_tf import evaluation
+    from tarrl_tf import data, evaluation
     from tarrl_tf.evaluation import downstream, reports
 
     from tarrl_tf import attacks
@@ -60,11 +62,14 @@ def main(argv):
     startup.check_registered("head", FLAGS.head, tuple(downstream.HEADS))
     if FLAGS.suite is not None:
         startup.check_registered("suite", FLAGS.suite, attacks.SUITES.names())
+    specs = evaluation.attack_grid(FLAGS.attacks, epsilons, l2_epsilons=l2_epsilons,
+                                   steps=FLAGS.steps)
+    for spec in specs:
+        startup.check_epsilon("epsilons" if spec.norm == "inf" else "l2_epsilons", spec.epsilon,
+                              spec.norm)
+    info = data.info(FLAGS.dataset, data_dir=FLAGS.data_dir)
+    evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
     encoder = evaluation.load_encoder(FLAGS.encoder)
-    specs = evaluation.attack_grid(
-        FLAGS.attacks, [float(e) for e in FLAGS.epsilons],
-        l2_epsilons=[float(e) for e in FLAGS.l2_epsilons or []], steps=FLAGS.steps,
-    )
     report, _, _ = evaluation.evaluate_on_dataset(
         encoder, encoder_name=FLAGS.encoder, dataset=FLAGS.dataset, task=FLAGS.task,
         attack_specs=specs, num_examples=FLAGS.num_examples, train_examples=FLAGS.train_examples,

@@ -32,7 +32,8 @@ flags.DEFINE_string("method", "simclr",
 flags.DEFINE_string("estimator", "pgd",
                     "Estimator of R, registered in tarrl_tf.robustness.regularizers.ESTIMATORS.")
 flags.DEFINE_enum("norm", "inf", ["inf", "2"], "Threat model norm.")
-flags.DEFINE_float("epsilon", 0.1, "Threat model radius (images in [0, 1]).")
+flags.DEFINE(startup.NumberParser(), "epsilon", 0.1,
+             "Threat model radius (images in [0, 1]; a fraction like 8/255 is fine).")
 flags.DEFINE_integer("steps", 5, "PGD steps, or power iterations.")
 flags.DEFINE_string("divergence", "normalized_relative_l2",
                     "Divergence d, registered in tarrl_tf.robustness.divergences.DIVERGENCES "
@@ -41,17 +42,19 @@ flags.DEFINE_string("divergence", "normalized_relative_l2",
 flags.DEFINE_enum("regularize_on", "images", ["images", "views"],
                   "Estimate R on the batch's images or on the first augmented view.")
 flags.DEFINE_float("weight", 10.0, "Regularizer weight of the TARRL run.")
-flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight ramp up.")
-flags.DEFINE_integer("epochs", 30, "Pretraining epochs.")
-flags.DEFINE_integer("batch_size", 128, "Pretraining batch size.")
+flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight ramp up.",
+                     lower_bound=0)
+flags.DEFINE_integer("epochs", 30, "Pretraining epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Pretraining batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (cosine decay).")
 flags.DEFINE_boolean("baseline", True, "Also train plain SimCLR (weight 0) the same way.")
 flags.DEFINE_boolean("evaluate", True, "Evaluate each encoder downstream after training.")
 flags.DEFINE_string("task", "labels", "Downstream task of the evaluation.")
 flags.DEFINE_list("attacks", ["pgd_linf"], "Attacks of the evaluation.")
-flags.DEFINE_list("epsilons", None, "Attack radii (default: epsilon/2, epsilon, 2*epsilon).")
+flags.DEFINE_list("epsilons", None,
+                  "Attack radii, e.g. 0.1,8/255 (default: epsilon/2, epsilon, 2*epsilon).")
 flags.DEFINE_integer("attack_steps", None, "Attack iterations (default: each attack's own).")
-flags.DEFINE_integer("head_epochs", 30, "Epochs of the downstream linear head.")
+flags.DEFINE_integer("head_epochs", 30, "Epochs of the downstream linear head.", lower_bound=1)
 flags.DEFINE_boolean("sanity_checks", True, "Run the evaluation's checks against false robustness.")
 flags.DEFINE_string("suite", None,
                     "Attack suite of the evaluation (tarrl_tf.attacks.SUITES); its per-image worst "
@@ -64,7 +67,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
+    startup.check_epsilon("epsilon", FLAGS.epsilon, FLAGS.norm)
+    epsilons = ([startup.number(e, flag="epsilons") for e in FLAGS.epsilons] if FLAGS.epsilons
+                else [FLAGS.epsilon / 2, FLAGS.epsilon, 2 * FLAGS.epsilon])
     tarrl_tf = startup.library()
     from tarrl_tf import data, encoders, evaluation
     from tarrl_tf.evaluation import reports
@@ -80,14 +86,17 @@ def main(argv):
         from tarrl_tf import attacks
 
         startup.check_registered("suite", FLAGS.suite, attacks.SUITES.names())
+    specs = evaluation.attack_grid(FLAGS.attacks, epsilons, steps=FLAGS.attack_steps)
+    if FLAGS.evaluate:  # Before the training it would follow: a typo must not cost the run.
+        for spec in specs:
+            startup.check_epsilon("epsilons", spec.epsilon, spec.norm)
+        info = data.info(FLAGS.dataset, data_dir=FLAGS.data_dir)
+        evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
     images, _ = data.load_arrays(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                                  max_examples=FLAGS.train_examples)
     runs = {"tarrl": FLAGS.weight}
     if FLAGS.baseline:
         runs["simclr"] = 0.0
-    epsilons = [float(e) for e in FLAGS.epsilons] if FLAGS.epsilons else [
-        FLAGS.epsilon / 2, FLAGS.epsilon, 2 * FLAGS.epsilon]
-    specs = evaluation.attack_grid(FLAGS.attacks, epsilons, steps=FLAGS.attack_steps)
     results, written = {}, []
     for name, weight in runs.items():
         encoder, path, seconds = train_run(tarrl_tf, name, images, weight)

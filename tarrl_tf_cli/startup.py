@@ -1,5 +1,11 @@
 """What every program does around its `main`: help that exits 0, a quiet TensorFlow, a summary.
 
+User errors (bad flags, data, files, names: `ValueError`, `FileNotFoundError`,
+`zipfile.BadZipFile`, a usage error) print one line, `error: <message>`, and
+exit with status 2 before a traceback could show; anything else is a bug and
+keeps its traceback (as does every error with $TARRL_TF_TRACEBACK=1). A run
+stopped by a NaN (`NonFiniteError`) prints its one line and exits with 1.
+
 TensorFlow's C++ start-up lines (oneDNN, "Could not find cuda drivers", the
 CPU-instructions notice, "failed call to cuInit" on machines without a GPU)
 are written before its log level applies, so `TF_CPP_MIN_LOG_LEVEL` cannot
@@ -8,11 +14,14 @@ and replays every line except those known ones: a real error still shows.
 """
 
 import contextlib
+import fractions
 import functools
+import math
 import os
 import re
 import sys
 import tempfile
+import zipfile
 
 from absl import app, flags
 
@@ -39,7 +48,27 @@ def run(main, module):
     """
     # absl prints `__main__`'s docstring with usage errors: the program's, not a wrapper's.
     sys.modules["__main__"].__doc__ = module.__doc__
-    app.run(main, flags_parser=functools.partial(_parse_flags, module=module))
+    app.run(functools.partial(_guarded, main), flags_parser=functools.partial(_parse_flags, module=module))
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, zipfile.BadZipFile, app.UsageError)
+
+
+def _guarded(main, argv):
+    """`main(argv)`, with a user error as one `error:` line and status 2 (see the module doc)."""
+    try:
+        return main(argv)
+    except Exception as e:
+        if os.environ.get("TARRL_TF_TRACEBACK") or not isinstance(e, USER_ERRORS) and (
+                type(e).__name__ != "NonFiniteError"):
+            raise
+        message = str(e) or type(e).__name__
+        if isinstance(e, FileNotFoundError) and e.filename and e.filename not in message:
+            message = f"{message}: {e.filename}"
+        if isinstance(e, zipfile.BadZipFile):
+            message = f"not a readable .keras file (damaged or truncated?): {message}"
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, USER_ERRORS) else 1)
 
 
 def _parse_flags(argv, *, module):
@@ -50,7 +79,42 @@ def _parse_flags(argv, *, module):
                      else flags.FLAGS.module_help(module.__name__))
         sys.stdout.write(f"{module.__doc__.rstrip()}\n\nflags:\n{help_text}\n")
         sys.exit(0)
-    return app.parse_flags_with_usage(argv)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def number(text, *, flag):
+    """A float from `text`, which may be a fraction like `8/255`; finite, or a usage error."""
+    try:
+        value = float(fractions.Fraction(text.strip())) if "/" in str(text) else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise app.UsageError(f"--{flag}: {text!r} is not a number (e.g. 0.03 or 8/255)") from None
+    if not math.isfinite(value):
+        raise app.UsageError(f"--{flag}: {text!r} must be finite")
+    return value
+
+
+class NumberParser(flags.FloatParser):
+    """A float flag that also takes a fraction (`--epsilon=8/255`)."""
+
+    def convert(self, argument):
+        if isinstance(argument, str) and "/" in argument:
+            try:
+                return float(fractions.Fraction(argument.strip()))
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"{argument!r} is not a number (e.g. 0.03 or 8/255)") from None
+        return super().convert(argument)
+
+
+def check_epsilon(flag, value, norm):
+    """A usage error unless `value` is a finite radius > 0 (and <= 1 for L-inf: images in [0, 1])."""
+    if not math.isfinite(value) or value <= 0 or (str(norm) == "inf" and value > 1):
+        limit = "in (0, 1] for L-inf, as images lie in [0, 1]" if str(norm) == "inf" else "finite, > 0"
+        raise app.UsageError(f"--{flag}={value:g} must be {limit}")
+    return value
 
 
 def library():

@@ -2,6 +2,7 @@ r"""Lists, shows, fetches and verifies the model zoo, and renders its pages.
 
 Commands:
   list         one line per entry in reach: name, dataset, method, threat model, metrics;
+               a damaged entry is marked BAD (and the exit status is 1);
                with --remote, the entries of the remote zoo (and which are cached)
   show NAME    the model card as JSON
   fetch NAME.. downloads entries from the remote zoo into the cache (then they load offline)
@@ -85,11 +86,19 @@ def _line(name, card):
 
 
 def _list(zoo):
+    """Every entry, a bad one (damaged card, missing file) marked `BAD` and not hiding the rest."""
     entries = zoo.list(zoo_dir=FLAGS.zoo_dir, zoo_url=FLAGS.zoo_url)
+    bad = 0
     for name in entries:
-        print(_line(name, zoo.info(name, zoo_dir=FLAGS.zoo_dir, zoo_url=FLAGS.zoo_url)))
-    print(f"\n{len(entries)} entries; wrote no files.")
-    return 0
+        try:
+            line = _line(name, zoo.info(name, zoo_dir=FLAGS.zoo_dir, zoo_url=FLAGS.zoo_url))
+        except Exception as e:  # List every entry, then fail.
+            bad += 1
+            line = f"BAD  {name}: {type(e).__name__}: {' '.join(str(e).split())}"
+        print(line)
+    broken = f", {bad} bad (see `tarrl-zoo verify NAME`)" if bad else ""
+    print(f"\n{len(entries)} entries{broken}; wrote no files.")
+    return 1 if bad else 0
 
 
 def _list_remote(zoo):

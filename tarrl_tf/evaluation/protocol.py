@@ -8,6 +8,7 @@ task-agnostic bound beside the measured adversarial loss.
 
 import numbers
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -254,6 +255,9 @@ def _bound_rows(report, lipschitz, shifts):
 def load_encoder(path_or_name, *, zoo_dir=None):
     """Loads an encoder from a `.keras` file or, failing that, from the zoo by name."""
     if os.path.exists(path_or_name):
+        if str(path_or_name).endswith(".keras") and not zipfile.is_zipfile(path_or_name):
+            raise ValueError(f"{path_or_name} exists but is not a readable .keras file "
+                             "(truncated or damaged?); save or copy it again")
         return keras.models.load_model(path_or_name)
     try:
         names = zoo.list(zoo_dir=zoo_dir)

@@ -53,8 +53,8 @@ class Regularizer:
     needs_indices = False
 
     def __init__(self, epsilon, *, norm="inf", divergence="squared_l2", clip_min=0.0, clip_max=1.0):
-        if not epsilon >= 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        if not 0 <= float(epsilon) < float("inf"):
+            raise ValueError(f"epsilon must be finite and >= 0, got {epsilon}")
         if not clip_min < clip_max:
             raise ValueError(f"clip_min must be < clip_max, got {clip_min} and {clip_max}")
         self.epsilon = float(epsilon)

@@ -12,6 +12,7 @@ from tarrl_tf import data, encoders
 from tarrl_tf.files import write_atomic
 from tarrl_tf.robustness import regularizers
 from tarrl_tf.robustness.regularizers import ESTIMATORS  # noqa: F401 (its old home)
+from tarrl_tf.training.checkpoints import AtomicBackupAndRestore, StopOnNonFinite
 from tarrl_tf.training.tarrl_model import TARRLModel
 
 
@@ -49,15 +50,25 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
         steps_per_epoch: batches per epoch (for the schedule).
         epochs: training epochs.
         learning_rate: Adam's initial learning rate.
-        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: an
-            interrupted run started again with the same folder resumes, and
-            the seconds returned count the runs before the restart too.
+        backup_dir: a folder for the end-of-epoch backups
+            (`checkpoints.AtomicBackupAndRestore`): an interrupted run (even
+            killed while writing a backup) started again with the same folder
+            resumes after its last complete epoch, and the seconds returned
+            count the runs before the restart too.
         verbose: Keras verbosity.
+
+    Raises:
+        checkpoints.NonFiniteError: a loss term or the weights became NaN or
+            infinite; training stops at that step and the last good backup
+            is kept.
+        checkpoints.BackupError: `backup_dir` holds no backup that loads.
     """
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps_per_epoch))
     model.compile(optimizer=keras.optimizers.Adam(schedule))
     clock = TrainingClock(backup_dir)
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
+    # The check first: a non-finite epoch is never backed up.
+    callbacks = [StopOnNonFinite(backup_dir)]
+    callbacks += [AtomicBackupAndRestore(backup_dir)] if backup_dir else []
     # The dataset is shuffled already (and Keras would warn that shuffle=True is ignored).
     history = model.fit(dataset, epochs=epochs, callbacks=callbacks + [clock], verbose=verbose,
                         shuffle=False)

@@ -151,6 +151,12 @@ def check_models(encoder, head):
             "encoder must have exactly one image input with a known shape; wrap it as "
             "keras.Model(x := keras.Input((H, W, C)), encoder(x))"
         )
+    for model in (encoder, head):
+        bad = [w.path for w in (getattr(model, "weights", None) or [])
+               if not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))]
+        if bad:
+            raise ValueError(f"{model.name} has non-finite weights ({', '.join(bad[:3])}); "
+                             "refusing to export it (was training stopped by a NaN?)")
     shape = tuple(inputs[0].shape)
     checks.check_image_spec(shape, inputs[0].dtype, name="encoder input")
     if any(d is None for d in shape[1:]):
