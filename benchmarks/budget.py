@@ -150,7 +150,8 @@ def rank():
 
     key = str(FLAGS.epsilon)
     ranked = sorted(
-        ({"name": run["name"], "method": run.get("method", "tarrl"), "seed": run.get("seed", 0),
+        ({"name": run["name"], "seed": run.get("seed", 0),
+          "method": "simclr" if cost_key(run) == "simclr" else run.get("method", "tarrl"),
           "task": run.get("task", "labels"),
           "cost_simclr_steps": round(cost(run)), "clean_accuracy": run["clean_accuracy"],
           "robust_accuracy": run["robust_accuracy"][key], "eval_attack": run["eval_attack"],
