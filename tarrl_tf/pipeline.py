@@ -131,7 +131,7 @@ def _train(row, images, labels, run_dir, settings):
     else:
         dataset = data.pretraining_dataset(
             images, batch_size=row["batch_size"], seed=seed,
-            with_indices=getattr(getattr(model, "regularizer", None), "needs_indices", False))
+            with_indices=model.takes_indices)
     history, seconds = pretraining.fit_model(
         model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
         learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)

@@ -59,6 +59,8 @@ class TrainingModel(keras.Model):
     nested_models = ("encoder",)
     # Other attributes `get_config` serializes (the constructors accept their configs).
     serialized_parts = ()
+    # The data are `(images, indices)` (`data.pretraining_dataset(..., with_indices=True)`).
+    takes_indices = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -158,18 +158,16 @@ def pretrain(
         `(model, history, seconds)`: the `TARRLModel`, the Keras history dict
         and the wall-clock training time.
     """
-    regularizer = regularizer if weight > 0 else None
-    dataset = data.pretraining_dataset(
-        images, batch_size=batch_size, seed=seed,
-        with_indices=getattr(regularizer, "needs_indices", False))
     steps_per_epoch = len(images) // batch_size
     warmup_steps = warmup_epochs * steps_per_epoch
     model = TARRLModel(
-        encoder, method=method, regularizer=regularizer, weight=weight,
+        encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
         epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
         regularize_on=regularize_on, regularized_fraction=regularized_fraction,
         batch_statistics=batch_statistics, seed=seed,
     )
+    dataset = data.pretraining_dataset(images, batch_size=batch_size, seed=seed,
+                                       with_indices=model.takes_indices)
     history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
                                  learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)
     return model, history, seconds

@@ -125,12 +125,12 @@ class TARRLModel(TrainingModel):
         check_warmup_steps(epsilon_warmup_steps, "epsilon_warmup_steps")
         check_warmup_steps(weight_warmup_steps, "weight_warmup_steps")
         self.regularize_on = check_choice(regularize_on, REGULARIZE_ON, name="regularize_on")
-        if self._needs_indices(regularizer) and regularize_on == "views":
-            raise ValueError(f"{type(regularizer).__name__} remembers each image's perturbation; "
-                             "views differ at every visit, so use regularize_on='images'")
         self.encoder = encoder
         self.method = methods.get(method)
         self.regularizer = regularizer
+        if self.takes_indices and regularize_on == "views":
+            raise ValueError(f"{type(regularizer).__name__} remembers each image's perturbation; "
+                             "views differ at every visit, so use regularize_on='images'")
         self.weight = float(weight)
         self.epsilon_warmup_steps = epsilon_warmup_steps
         self.weight_warmup_steps = weight_warmup_steps
@@ -151,9 +151,10 @@ class TARRLModel(TrainingModel):
         if hasattr(self.regularizer, "build"):
             self.regularizer.build(input_shape)
 
-    @staticmethod
-    def _needs_indices(regularizer):
-        return getattr(regularizer, "needs_indices", False)
+    @property
+    def takes_indices(self):
+        """The data are `(images, indices)`: the estimator remembers each image."""
+        return getattr(self.regularizer, "needs_indices", False)
 
     @property
     def trains_regularizer(self):
@@ -164,7 +165,7 @@ class TARRLModel(TrainingModel):
         images, indices, _ = keras.utils.unpack_x_y_sample_weight(data)
         if self.regularizer is None:
             return checked_images(images), None
-        if not self._needs_indices(self.regularizer):
+        if not self.takes_indices:
             indices = None
         elif indices is None:
             raise ValueError(
