@@ -215,8 +215,10 @@ def evaluate_row(row, encoder, run_dir, settings, **facts):
     """Runs the row's evaluation on each task, writes the reports; returns `(results, head)`.
 
     `facts` are added to every report. The head shipped is the `labels` task's.
-    An evaluation's optional "suite" (`tarrl_tf.attacks.SUITES`) runs at every
-    threat model of its attacks; the card's `headline` is its worst case.
+    An evaluation's optional "suite" (`tarrl_tf.attacks.SUITES`) runs at the
+    row's threat model ("suite_everywhere": at every threat model of its attacks),
+    on the first "suite_examples" test examples (default: all); the card's
+    `headline` is its worst case.
     """
     ev = row["evaluation"]
     dataset = dataset_source(row["dataset"], settings.datasets_dir)
@@ -227,13 +229,24 @@ def evaluate_row(row, encoder, run_dir, settings, **facts):
             attack_specs=attack_specs(ev, task), num_examples=ev["num_examples"],
             train_examples=ev.get("head_train_examples"), epochs=ev.get("head_epochs", 30),
             spsa_examples=ev.get("spsa_examples", 100), subset_examples=ev.get("subset_examples"),
-            suite=ev.get("suite"), sanity_checks=task == "labels", verbose=True)
+            suite=ev.get("suite"), suite_examples=ev.get("suite_examples"),
+            suite_threat_models=_suite_threat_models(row), sanity_checks=task == "labels",
+            verbose=True)
         report.update(row=row, **facts)
         reports.write_report(report, pathlib.Path(run_dir) / task)
         results[task] = report
         head = task_head if task == "labels" else head
         print(reports.to_markdown(report))
     return results, head
+
+
+def _suite_threat_models(row):
+    # The suite is the costliest part of an evaluation: by default it runs at the card's
+    # threat model only (the headline); "suite_everywhere" runs it at every radius.
+    if row["evaluation"].get("suite_everywhere"):
+        return None
+    threat = row["threat_model"]
+    return [(threat["norm"], threat["epsilon"])]
 
 
 def attack_specs(ev, task):

@@ -6,6 +6,7 @@ regularizer `R` on the same examples, and, for linear heads, set the
 task-agnostic bound beside the measured adversarial loss.
 """
 
+import math
 import numbers
 import os
 import zipfile
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tarrl_tf import attacks, data, zoo
+from tarrl_tf import checks
 from tarrl_tf.checks import check_images
 from tarrl_tf.evaluation import downstream, sanity, tasks, worst_case
 from tarrl_tf.progress import Progress
@@ -94,6 +96,8 @@ def evaluate(
     spsa_examples=100,
     subset_examples=None,
     suite=None,
+    suite_threat_models=None,
+    suite_examples=None,
     seed=0,
     verbose=False,
 ):
@@ -117,6 +121,11 @@ def evaluate(
         suite: optional attack suite (`tarrl_tf.attacks.SUITES`: `"standard"`,
             `"quick"`) run at every threat model of `attack_specs`; its per-image
             worst case is the report's headline (`worst_case`).
+        suite_threat_models: optional `[(norm, epsilon)]`, some of the threat
+            models of `attack_specs`, to run the suite at only (a full suite
+            costs minutes per hundred images on a CIFAR ResNet).
+        suite_examples: optional; the suite attacks the first `suite_examples`
+            test examples only (None: all).
         seed: seed for head training and attack random starts.
         verbose: a progress bar per attack and per measurement of R (images/s).
 
@@ -136,6 +145,15 @@ def evaluate(
         if not threat_models:
             raise ValueError(f"suite {suite!r} needs a threat model: at least one attack spec "
                              "with epsilon > 0 (the suite runs at their norms and radii)")
+        if suite_threat_models is not None:
+            threat_models_of_suite = [_matching_threat_model(t, threat_models)
+                                      for t in suite_threat_models]
+            if not threat_models_of_suite:
+                raise ValueError("suite_threat_models is empty; pass None to run the suite at "
+                                 "every threat model")
+        else:
+            threat_models_of_suite = threat_models
+    suite_examples = _checked_subset(suite_examples, "suite_examples")
     x_test, y_test = test
     check_images(x_test, name="test images")
     classifier, head_model = downstream.train_classifier(
@@ -169,7 +187,7 @@ def evaluate(
     suite_runs = None
     if suite is not None:
         rows, report["worst_case"], suite_runs = worst_case.run_suite(
-            run, suite, threat_models, len(x_test))
+            run, suite, threat_models_of_suite, min(len(x_test), suite_examples or len(x_test)))
         report["attacks"] += rows
         report["suite"] = suite
     shifts = representation_shifts(features_encoder, x_test, threat_models,
@@ -194,12 +212,21 @@ def evaluate(
     return report, classifier, head_model
 
 
-def _checked_subset(value):
+def _matching_threat_model(threat_model, threat_models):
+    norm, epsilon = checks.canonical_norm(threat_model[0]), float(threat_model[1])
+    for known in threat_models:
+        if known[0] == norm and math.isclose(known[1], epsilon):
+            return known
+    raise ValueError(f"suite threat model {(norm, epsilon)} is not a threat model of the attack "
+                     f"specs {threat_models}")
+
+
+def _checked_subset(value, name="subset_examples"):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(
-            f"subset_examples must be a positive integer or None (all examples), got {value!r}"
+            f"{name} must be a positive integer or None (all examples), got {value!r}"
         )
     return int(value)
 
