@@ -664,6 +664,33 @@ def test_suite_worst_case_is_taken_on_the_examples_every_attack_saw(problem, tin
     assert "(not the headline)" in reports.to_markdown(report)
 
 
+def test_suite_at_chosen_threat_models_on_the_first_examples(problem, tiny_suite):
+    train, test = problem
+    report, _, _ = evaluation.evaluate(
+        make_dense_encoder(), train=train, test=test, num_classes=NUM_CLASSES,
+        attack_specs=evaluation.attack_grid(["pgd_linf"], [0.05, 0.1]), epochs=2, batch_size=32,
+        regularizer_steps=2, sanity_checks=False, suite=tiny_suite,
+        suite_threat_models=[("linf", 0.1)], suite_examples=12)
+    # PGD rows at both radii on every image; the suite at 0.1 only, on the first 12.
+    assert [(r["name"], r["epsilon"], r["num_examples"]) for r in report["attacks"]] == [
+        ("pgd_linf", 0.05, len(test[0])), ("pgd_linf", 0.1, len(test[0]))] + [
+        (name, 0.1, 12) for name in ("apgd_ce", "apgd_t", "square")]
+    (worst,) = report["worst_case"]
+    assert (worst["norm"], worst["epsilon"], worst["num_examples"]) == ("inf", 0.1, 12)
+
+
+def test_suite_threat_models_must_be_among_the_attacks(problem):
+    train, test = problem
+    kwargs = dict(train=train, test=test, num_classes=NUM_CLASSES, epochs=1, suite="quick",
+                  attack_specs=evaluation.attack_grid(["pgd_linf"], [0.1]))
+    with pytest.raises(ValueError, match=r"suite threat model \('inf', 0.2\) is not"):
+        evaluation.evaluate(make_dense_encoder(), suite_threat_models=[("inf", 0.2)], **kwargs)
+    with pytest.raises(ValueError, match="suite_threat_models is empty"):
+        evaluation.evaluate(make_dense_encoder(), suite_threat_models=[], **kwargs)
+    with pytest.raises(ValueError, match="suite_examples must be a positive integer"):
+        evaluation.evaluate(make_dense_encoder(), suite_examples=0, **kwargs)
+
+
 def test_suite_needs_a_registered_name_and_a_threat_model(problem):
     train, test = problem
     kwargs = dict(train=train, test=test, num_classes=NUM_CLASSES, epochs=1)

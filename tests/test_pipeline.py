@@ -110,14 +110,18 @@ def tiny_suite():
 
 def test_a_row_with_a_suite_publishes_its_worst_case_as_the_headline(setup, tiny_suite):
     row = _row("tiny_cnn_simclr_linf01", "simclr")
-    row["evaluation"] = {**row["evaluation"], "suite": tiny_suite}
+    # PGD at two radii; the suite at the card's threat model only, on the first 15 images.
+    row["evaluation"] = {**row["evaluation"], "suite": tiny_suite, "epsilons": [0.05, 0.1],
+                         "suite_examples": 15}
     results = pipeline.run_row(row, _settings(setup, replace=True))
     (worst,) = results["labels"]["worst_case"]
     card = zoo.info(row["name"], zoo_dir=setup / "zoo")
     assert card["headline"] == {
         "task": "labels", "suite": tiny_suite, "norm": "linf", "epsilon": 0.1,
         "clean_accuracy": worst["clean_accuracy"], "robust_accuracy": worst["robust_accuracy"],
-        "num_examples": 20, "attacks": ["apgd_ce", "square"]}
+        "num_examples": 15, "attacks": ["apgd_ce", "square"]}
+    assert [(m["attack"]["name"], m["attack"]["epsilon"]) for m in card["metrics"]
+            if not m["attack"].get("suite")] == [("pgd_linf", 0.05), ("pgd_linf", 0.1)]
     # Each attack of the suite keeps its own metrics item, marked with the suite.
     assert [m["attack"]["name"] for m in card["metrics"] if m["attack"].get("suite")] == [
         "apgd_ce", "square"]
