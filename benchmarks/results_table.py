@@ -113,15 +113,28 @@ def task_table(cards, task, simclr):
     columns = list(dict.fromkeys(_column(m) for _, metrics in rows for m in metrics))
     columns.sort(key=lambda column: column[2] != count)  # Subset columns last.
     header = [f"{name} {eps:.3g}" + (f" (n={n})" if n != count else "") for name, eps, n in columns]
+    # The headline (a suite's per-image worst case) is measured on the labels task only.
+    headlines = task == "labels" and any(card.get("headline") for card, _ in rows)
+    header = (["worst case"] if headlines else []) + header
     lines = [f"\n### {cards[0]['dataset']}, task `{task}` (linear probe, {count} test images)\n",
              "| entry | clean | " + " | ".join(header) + " | pretraining s (x simclr) |",
-             "|---" * (len(columns) + 3) + "|"]
+             "|---" * (len(header) + 3) + "|"]
     for card, metrics in rows:
         by_column = {_column(m): m["robust_accuracy"] for m in metrics}
         cells = [f"{by_column[c]:.3f}" if c in by_column else "-" for c in columns]
+        if headlines:
+            cells.insert(0, headline_cell(card.get("headline")))
         lines.append(f"| `{card['name']}` | {clean_accuracy(metrics):.3f} | " + " | ".join(cells)
                      + f" | {_cost(card, simclr)} |")
     return lines
+
+
+def headline_cell(headline):
+    """`0.105 (standard, n=200)`: a card's headline robust accuracy, its suite and image count."""
+    if not headline:
+        return "-"
+    return (f"{headline['robust_accuracy']:.3f} ({headline['suite']}, "
+            f"{headline['norm']} {headline['epsilon']:.3g}, n={headline['num_examples']})")
 
 
 def tables(cards):

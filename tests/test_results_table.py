@@ -304,3 +304,20 @@ def test_update_replaces_only_the_text_between_the_markers():
     assert results_table.spliced(updated, "| new | table |") == updated
     with pytest.raises(ValueError, match="tables:end"):
         results_table.spliced("<!-- tables:start -->\nno end\n", "x")
+
+
+def test_the_labels_table_shows_each_cards_headline_where_it_has_one(cards):
+    tarrl = next(card for card in cards if card["name"] == "mnist_cnn_tarrl_linf03")
+    tarrl["headline"] = {"task": "labels", "suite": "standard", "norm": "linf", "epsilon": 0.3,
+                            "clean_accuracy": 0.97, "robust_accuracy": 0.412, "num_examples": 500,
+                            "attacks": ["apgd_ce", "apgd_t", "square"]}
+    markdown = results_table.tables(cards)
+    labels = _by_first_cell(_rows(markdown, "### mnist, task `labels`"))
+    assert labels["`mnist_cnn_tarrl_linf03`"]["worst case"] == "0.412 (standard, linf 0.3, n=500)"
+    assert labels["`mnist_cnn_simclr`"]["worst case"] == "-"
+    # Derived tasks have no headline column: the card's headline is on the labels task.
+    assert "worst case" not in _rows(markdown, "### mnist, task `parity`")[0]
+
+
+def test_no_headline_column_without_headlines(cards):
+    assert "worst case" not in _rows(results_table.tables(cards), "### mnist, task `labels`")[0]
