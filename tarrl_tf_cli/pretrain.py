@@ -9,6 +9,8 @@ Examples (`python -m tools.pretrain` in a clone):
     tarrl-pretrain
     tarrl-pretrain --dataset=npz:mnist.npz --epsilon=0.3 --estimator=pgd --steps=7 --weight=25 \
         --epochs=10 --output_dir=runs/mnist
+    tarrl-pretrain --dataset=npz:cifar10.npz --epsilon=8/255 --steps=3 --weight=30 --epochs=15 \
+        --recipe=two_stage --second_stage_epochs=5
     tarrl-pretrain --dataset=cifar10 --data_dir=~/tensorflow_datasets --epsilon=0.0314 \
         --estimator=fgsm --nobaseline --noevaluate
 """
@@ -47,6 +49,13 @@ flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight r
 flags.DEFINE_integer("epochs", 30, "Pretraining epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Pretraining batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (cosine decay).")
+flags.DEFINE_string("recipe", "auto",
+                    "How the TARRL run is trained (tarrl_tf.training.recipes.RECIPES): scratch, "
+                    "two_stage (the SimCLR run first, then TARRL started from it), or auto "
+                    "(two_stage for the cifar_resnet architecture, scratch otherwise).")
+flags.DEFINE_integer("second_stage_epochs", None,
+                     "Epochs of TARRL after the SimCLR stage with --recipe=two_stage "
+                     "(default: a third of --epochs).", lower_bound=1)
 flags.DEFINE_boolean("baseline", True, "Also train plain SimCLR (weight 0) the same way.")
 flags.DEFINE_boolean("evaluate", True, "Evaluate each encoder downstream after training.")
 flags.DEFINE_string("task", "labels", "Downstream task of the evaluation.")
@@ -76,12 +85,14 @@ def main(argv):
     from tarrl_tf.evaluation import reports
     from tarrl_tf.robustness import divergences, regularizers
     from tarrl_tf.ssl import methods
+    from tarrl_tf.training import recipes
 
     startup.check_registered("architecture", FLAGS.architecture,
                              ("auto", *encoders.ARCHITECTURES.names()))
     startup.check_registered("method", FLAGS.method, methods.METHODS.names())
     startup.check_registered("estimator", FLAGS.estimator, regularizers.ESTIMATORS.names())
     startup.check_registered("divergence", FLAGS.divergence, divergences.NAMES)
+    startup.check_registered("recipe", FLAGS.recipe, ("auto", *recipes.RECIPES.names()))
     if FLAGS.suite is not None:
         from tarrl_tf import attacks
 
@@ -94,14 +105,25 @@ def main(argv):
         evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
     images, _ = data.load_arrays(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                                  max_examples=FLAGS.train_examples)
-    runs = {"tarrl": FLAGS.weight}
-    if FLAGS.baseline:
-        runs["simclr"] = 0.0
-    results, written = {}, []
-    for name, weight in runs.items():
-        encoder, path, seconds = train_run(tarrl_tf, name, images, weight)
+    recipe = recipes.RECIPES.get(chosen_recipe(tarrl_tf, images, recipes))
+    trained, written = {}, []
+    if recipe.first_stage:
+        # The SimCLR run is the first stage: trained first, the TARRL run starts from it.
+        trained["simclr"] = train_run(tarrl_tf, "simclr", images, 0.0)
+        encoder, path, seconds = trained["simclr"]
+        stage_epochs = recipes.second_stage_epochs(FLAGS.epochs, FLAGS.second_stage_epochs)
+        tarrl = train_run(tarrl_tf, "tarrl", images, FLAGS.weight, epochs=stage_epochs,
+                          init_encoder=encoder)
+        # Its cost includes the first stage's.
+        trained = {"tarrl": (*tarrl[:2], seconds + tarrl[2]), **trained}
+    else:
+        trained["tarrl"] = train_run(tarrl_tf, "tarrl", images, FLAGS.weight)
+        if FLAGS.baseline:
+            trained["simclr"] = train_run(tarrl_tf, "simclr", images, 0.0)
+    results = {}
+    for name, (encoder, path, seconds) in trained.items():
         written.append(path)
-        if not FLAGS.evaluate:
+        if not FLAGS.evaluate or (name == "simclr" and not FLAGS.baseline):
             continue
         print(f"\n== {name}: evaluating on {FLAGS.dataset} ({FLAGS.task})", flush=True)
         report, _, _ = evaluation.evaluate_on_dataset(
@@ -111,6 +133,7 @@ def main(argv):
             verbose=True,
         )
         report["pretraining_seconds"] = seconds
+        report["recipe"] = recipe.name if name == "tarrl" else "scratch"
         written += reports.write_report(report, os.path.dirname(path)).values()
         results[name] = report
     if results:
@@ -118,19 +141,33 @@ def main(argv):
     startup.summary(written)
 
 
-def train_run(tarrl_tf, name, images, weight):
+def chosen_recipe(tarrl_tf, images, recipes):
+    if FLAGS.recipe != "auto":
+        return FLAGS.recipe
+    encoder = tarrl_tf.training.pretraining.make_encoder(
+        images.shape[1:], architecture=FLAGS.architecture, width=FLAGS.width, seed=FLAGS.seed)
+    return recipes.default_recipe(encoder.name)
+
+
+def train_run(tarrl_tf, name, images, weight, *, epochs=None, init_encoder=None):
+    """Trains one run for `epochs` (default --epochs), from `init_encoder`'s weights if given."""
+    epochs = epochs or FLAGS.epochs
     pretraining = tarrl_tf.training.pretraining
     encoder = pretraining.make_encoder(images.shape[1:], architecture=FLAGS.architecture,
                                        width=FLAGS.width, seed=FLAGS.seed)
+    if init_encoder is not None:
+        encoder.set_weights(init_encoder.get_weights())
     regularizer = pretraining.make_regularizer(
         FLAGS.estimator, epsilon=FLAGS.epsilon, norm=FLAGS.norm, steps=FLAGS.steps,
         divergence=FLAGS.divergence, num_examples=len(images))
     run_dir = os.path.join(FLAGS.output_dir, name)
-    print(f"\n== {name}: weight {weight}, {len(images)} images, {FLAGS.epochs} epochs", flush=True)
+    start = " from the simclr encoder" if init_encoder is not None else ""
+    print(f"\n== {name}: weight {weight}, {len(images)} images, {epochs} epochs{start}",
+          flush=True)
     model, history, seconds = pretraining.pretrain(
         encoder, images, method=FLAGS.method, regularizer=regularizer, weight=weight,
-        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        warmup_epochs=FLAGS.warmup_epochs, regularize_on=FLAGS.regularize_on, seed=FLAGS.seed,
+        epochs=epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        warmup_epochs=min(FLAGS.warmup_epochs, epochs), regularize_on=FLAGS.regularize_on, seed=FLAGS.seed,
         backup_dir=os.path.join(run_dir, "backup"), verbose=2,
     )
     os.makedirs(run_dir, exist_ok=True)

@@ -209,6 +209,42 @@ def test_pretrain_trains_tarrl_and_simclr_and_prints_them_side_by_side(files, tm
         assert row.count("|") == 4, row  # label + one column per run
 
 
+def test_pretrain_two_stage_starts_tarrl_from_the_simclr_run(files, tmp_path):
+    out = tmp_path / "runs"
+    result = run_tool(
+        "tools.pretrain", f"--dataset={files['dataset']}", "--train_examples=64", "--epochs=6",
+        "--batch_size=32", "--steps=1", "--width=4", "--recipe=two_stage",
+        "--second_stage_epochs=1", "--noevaluate", f"--output_dir={out}", zoo_dir=files["zoo"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tarrl: weight 10.0, 64 images, 1 epochs from the simclr encoder" in result.stdout
+    # SimCLR trained 6 epochs from the seed's weights; TARRL 1 epoch from SimCLR's: it sits
+    # much nearer SimCLR's weights than the common starting point does.
+    start = tarrl_tf.training.pretraining.make_encoder(IMAGE_SHAPE, width=4, seed=0)
+    simclr, tarrl = (keras.models.load_model(out / run / "encoder.keras") for run in
+                     ("simclr", "tarrl"))
+
+    def distance(a, b):
+        return max(float(np.max(np.abs(u - v))) for u, v in
+                   zip(a.trainable_weights, b.trainable_weights))
+
+    assert distance(tarrl, simclr) < 0.5 * distance(start, simclr), (
+        distance(tarrl, simclr), distance(start, simclr))
+    assert distance(tarrl, simclr) > 0  # and the second stage trained
+
+
+def test_pretrain_recipe_auto_is_two_stage_for_the_cifar_resnet_only():
+    from tarrl_tf.training import recipes
+
+    assert recipes.default_recipe("cifar_resnet") == "two_stage"
+    assert recipes.default_recipe("small_cnn") == "scratch"
+    assert set(recipes.RECIPES.names()) == {"scratch", "two_stage"}
+    assert recipes.second_stage_epochs(15) == 5 and recipes.second_stage_epochs(1) == 1
+    assert recipes.second_stage_epochs(15, 7) == 7
+    with pytest.raises(ValueError, match="second_stage_epochs must be a positive integer"):
+        recipes.second_stage_epochs(15, 0)
+
+
 # --- benchmarks/reproduce.py --reevaluate --------------------------------------------------
 
 
