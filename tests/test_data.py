@@ -450,3 +450,38 @@ def test_describe_names_a_source_without_its_path(tmp_path):
     assert data.describe("digits") == {"dataset": "digits"}
     with pytest.raises(ValueError, match="npz file not found"):
         data.describe(f"npz:{tmp_path / 'absent.npz'}")
+
+
+def test_an_epoch_has_its_order_whichever_epoch_the_data_start_at():
+    images = _images(12)
+
+    def batches(first_epoch, seed=3):
+        dataset = data.pretraining_dataset(images, batch_size=4, seed=seed, epochs=3,
+                                           first_epoch=first_epoch, with_indices=True)
+        assert int(dataset.cardinality()) == (3 - first_epoch) * 3
+        return list(dataset.as_numpy_iterator())
+
+    full, resumed = batches(0), batches(2)
+    for (x, i), (x_resumed, i_resumed) in zip(full[6:], resumed):  # Epoch 3, both times.
+        np.testing.assert_array_equal(x, x_resumed)
+        np.testing.assert_array_equal(i, i_resumed)
+    orders = [np.concatenate([i for _, i in full[3 * e:3 * e + 3]]) for e in range(3)]
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(12))
+    assert not np.array_equal(orders[0], orders[1])
+    for x, i in full:
+        np.testing.assert_array_equal(x, images[i])
+    assert not np.array_equal(batches(0, seed=4)[0][1], full[0][1])
+
+
+def test_supervised_epochs_keep_pairs_and_the_last_partial_batch():
+    x, y = _images(10), np.arange(10)
+    dataset = data.supervised_dataset(x, y, batch_size=4, shuffle=True, seed=0, epochs=2)
+    batches = list(dataset.as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [4, 4, 2, 4, 4, 2]
+    for xs, ys in batches:
+        np.testing.assert_array_equal(xs, x[ys])
+    with pytest.raises(ValueError, match="first_epoch"):
+        data.supervised_dataset(x, y, batch_size=4, epochs=2, first_epoch=2)
+    with pytest.raises(ValueError, match="needs in-memory images"):
+        data.pretraining_dataset(tf.data.Dataset.from_tensor_slices(x), batch_size=4, epochs=2)
