@@ -181,15 +181,57 @@ def test_npz_info_uses_file_stem_and_known_class_names(tmp_path):
     )
 
     arrays = _arrays()
-    arrays["y_test"][0] = 6
+    arrays["y_train"][0] = 6
     meta = data.info(_write(tmp_path, arrays, name="my_data.npz"))
     assert meta.name == "my_data"
     assert meta.num_classes == 7
     assert meta.class_names == tuple("0123456")
 
     arrays["y_test"][0] = 12
-    with pytest.raises(ValueError, match="12"):
+    with pytest.raises(ValueError, match="y_test has label 12, but .* has 10 classes"):
         data.info(_write(tmp_path, arrays, name="mnist.npz"))
+
+
+def test_a_test_label_the_training_labels_lack_is_an_error_not_a_new_class(tmp_path):
+    arrays = _arrays()  # Labels 0..2.
+    arrays["y_test"][3] = 42
+    with pytest.raises(ValueError, match=r"y_test has label 42, but .* has 3 classes \(0\.\.2, "
+                                         r"from its training labels\).*`num_classes` array"):
+        data.info(_write(tmp_path, arrays))
+
+
+def test_an_npz_may_declare_its_class_count(tmp_path):
+    arrays = _arrays()
+    arrays["y_test"][3] = 42
+    arrays["num_classes"] = np.array(43)
+    meta = data.info(_write(tmp_path, arrays))
+    assert meta.num_classes == 43 and len(meta.class_names) == 43
+    arrays["num_classes"] = np.array(10)
+    with pytest.raises(ValueError, match=r"y_test has label 42, .* from its num_classes"):
+        data.info(_write(tmp_path, arrays))
+    arrays["num_classes"] = np.array([43, 1])
+    with pytest.raises(ValueError, match="num_classes must be one positive integer"):
+        data.info(_write(tmp_path, arrays))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_npz_split_without_examples_is_named(tmp_path, split):
+    arrays = _arrays()
+    arrays[f"x_{split}"] = arrays[f"x_{split}"][:0]
+    arrays[f"y_{split}"] = arrays[f"y_{split}"][:0]
+    source = _write(tmp_path, arrays)
+    with pytest.raises(ValueError, match=f"has no examples in its {split} split"):
+        data.info(source)
+    with pytest.raises(ValueError, match=f"has no examples in its {split} split"):
+        data.load_arrays(source, split)
+
+
+def test_nan_pixels_are_reported_as_not_finite(tmp_path):
+    arrays = _arrays(dtype=np.float32)
+    arrays["x_train"][1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="1 values that are not finite") as error:
+        data.load_arrays(_write(tmp_path, arrays), "train")
+    assert "outside" not in str(error.value)
 
 
 def test_max_examples_keeps_the_first_examples(tmp_path):
@@ -340,8 +382,27 @@ def test_tfds_download_failure_explains_offline_use(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    with pytest.raises(RuntimeError, match="npz:PATH"):
+    with pytest.raises(ValueError, match="npz:PATH"):
         data.load_dataset("mnist", "train", data_dir=str(tmp_path))
+
+
+def test_tfds_without_its_data_and_network_fails_clearly_not_on_an_import(tmp_path, monkeypatch):
+    # TFDS imports importlib_resources lazily, to find a builder's own files (its checksums):
+    # missing, every TFDS source failed with a ModuleNotFoundError. It is a dependency now.
+    import importlib_resources  # noqa: F401
+    from tensorflow_datasets.core.download import downloader
+
+    assert tfds.builder("mnist", data_dir=str(tmp_path)).code_path is not None
+    # No network: connections refused at once and not retried, so the failure comes in seconds.
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r"TFDS could not download or prepare 'mnist' into .*"
+                                         r"Without a network, point `data_dir` at prepared") as error:
+        data.load_arrays("mnist", "test", data_dir=str(tmp_path))
+    assert "ModuleNotFoundError" not in str(error.value)
 
 
 # --- pipelines ----------------------------------------------------------------

@@ -148,8 +148,14 @@ def info(source, *, data_dir=None):
 
     For npz sources only the labels and the `x_train` array header are read.
     Known names (`digits`, `mnist`, `fashion_mnist`, `cifar10`) get their
-    class names; other npz files get `"0"`, `"1"`, ... and
-    `num_classes = max label + 1`.
+    class names; other npz files get `"0"`, `"1"`, ... and the class count
+    the file declares (a `num_classes` array) or else its training labels'
+    (`max + 1`).
+
+    Raises:
+        ValueError: an npz file that is unreadable, has a split without
+            examples, or a label outside its class count (a test label the
+            training labels do not have).
     """
     kind, arg = _parse_source(source)
     if kind == "digits":
@@ -318,15 +324,11 @@ def _digits_arrays():
 
 def _npz_info(path):
     """The DatasetInfo of an npz file: known names get their class names."""
-    name, input_shape, num_labels = npz.read_info(path)
-    class_names = CLASS_NAMES.get(name)
-    if class_names is None:
-        class_names = tuple(str(label) for label in range(num_labels))
-    elif num_labels > len(class_names):
-        raise ValueError(
-            f"{path!r} has label {num_labels - 1}, but {name!r} has {len(class_names)} classes"
-        )
-    return DatasetInfo(name, input_shape, len(class_names), class_names)
+    class_names = CLASS_NAMES.get(npz.stem(path))
+    name, input_shape, num_classes = npz.read_info(
+        path, known_classes=None if class_names is None else len(class_names))
+    class_names = class_names or tuple(str(label) for label in range(num_classes))
+    return DatasetInfo(name, input_shape, num_classes, class_names)
 
 
 def _tfds_info(builder):
