@@ -121,6 +121,15 @@ def test_a_non_finite_gradient_stops_at_its_step_before_the_weights_change(tmp_p
         np.testing.assert_array_equal(a, b)
 
 
+def test_fit_without_the_callback_names_the_optimizer_step():
+    encoder = _flat_encoder(lambda h: h + keras.ops.sqrt(0.0 * keras.ops.relu(h)))
+    model = TARRLModel(encoder, weight=0.0, augmentation=keras.layers.Identity(), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = np.random.RandomState(0).rand(16, 4, 4, 1).astype("float32")
+    with pytest.raises(checkpoints.NonFiniteError, match="is not finite at optimizer step 1;"):
+        model.fit(images, batch_size=8, epochs=1, verbose=0)
+
+
 def test_a_non_finite_r_stops_naming_r_and_the_last_good_backup(tmp_path):
     class NaNAfterOneEpoch(regularizers.PGD):
         def perturb(self, encoder, x, **kwargs):  # NaN from the second epoch (step 5) on.
@@ -141,11 +150,13 @@ def test_the_graph_check_names_the_gradient_inside_a_tf_function():
 
     @tf.function
     def step(gradient):
-        return checkpoints.finite_gradients([gradient], [variable], tf.constant(1.0))
+        return checkpoints.finite_gradients([gradient], [variable], tf.constant(1.0),
+                                            step=tf.constant(7, "int64"))
 
     assert step(tf.constant([1.0, 2.0]))[0].shape == (2,)
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=checkpoints.NON_FINITE_MARKER + "the gradient of w is not finite"):
+                       match=checkpoints.NON_FINITE_MARKER + r"the gradient of w is not finite\] "
+                                           r"\[at optimizer step\] \[7\]"):
         step(tf.constant([1.0, np.inf]))
 
 

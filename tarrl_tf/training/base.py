@@ -69,7 +69,7 @@ class TrainingModel(keras.Model):
             setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
 
     def fit(self, *args, **kwargs):
-        with graph_errors_as_value_errors(), stopped_at_non_finite(self, kwargs.get("callbacks")):
+        with graph_errors_as_value_errors(), stopped_at_non_finite(kwargs.get("callbacks")):
             return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
@@ -132,11 +132,13 @@ class TrainingModel(keras.Model):
         gradients are checked finite in the graph first: a NaN stops
         training at its step, naming the term, before it reaches the weights.
         """
+        # Read before the optimizer counts this step (even one its checks stop).
+        step = self.optimizer.iterations + 1
         gradients = tape.gradient(loss, self.trainable_variables)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if replicas > 1:
             gradients = [g if g is None else g / replicas for g in gradients]
-        gradients = finite_gradients(gradients, self.trainable_variables, loss, **terms)
+        gradients = finite_gradients(gradients, self.trainable_variables, loss, step=step, **terms)
         self.optimizer.apply(gradients, self.trainable_variables)
 
     def ramp(self, warmup_steps):

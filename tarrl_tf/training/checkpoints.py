@@ -62,55 +62,58 @@ class NonFiniteError(FloatingPointError):
 NON_FINITE_MARKER = "tarrl_tf non-finite: "
 
 
-def finite_gradients(gradients, variables, loss, **terms):
+def finite_gradients(gradients, variables, loss, *, step, **terms):
     """`gradients`, passed on only once the loss terms and gradients are checked finite (in graph).
 
-    A failed check stops the step before the optimizer applies anything,
-    with an error naming the term (or the variable of the gradient) that
-    `stopped_at_non_finite` turns into a `NonFiniteError`. The named terms
-    go first, then the `loss` they make up, then the gradients: a NaN term
-    makes all of those NaN, and the term is the cause. No Python runs per
-    step, so it holds inside `tf.function`.
+    A failed check stops the step before the optimizer applies the
+    gradients, with an error naming the term (or the variable of the
+    gradient) and `step` (the optimizer step being taken, read before the
+    optimizer counts it), which `stopped_at_non_finite` turns into a
+    `NonFiniteError`. The named terms go first, then the `loss` they make up,
+    then the gradients: a NaN term makes all of those NaN, and the term is
+    the cause. No Python runs per step, so it holds inside `tf.function`.
     """
-    term_checks = [_assert_finite(value, f"{name} is not finite") for name, value in terms.items()]
+    term_checks = [_assert_finite(value, f"{name} is not finite", step)
+                   for name, value in terms.items()]
     with tf.control_dependencies(term_checks):
-        loss_check = _assert_finite(loss, "loss is not finite")
+        loss_check = _assert_finite(loss, "loss is not finite", step)
     with tf.control_dependencies([loss_check]):
         gradient_checks = [
             _assert_finite(g.values if isinstance(g, tf.IndexedSlices) else g,
-                           f"the gradient of {v.path} is not finite")
+                           f"the gradient of {v.path} is not finite", step)
             for g, v in zip(gradients, variables) if g is not None]
     with tf.control_dependencies([loss_check] + gradient_checks):
         return [g if g is None or isinstance(g, tf.IndexedSlices) else tf.identity(g)
                 for g in gradients]
 
 
-def _assert_finite(value, message):
+def _assert_finite(value, message, step):
     return tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(value)),
-                               [NON_FINITE_MARKER + message])
+                               [NON_FINITE_MARKER + message, _STEP_LABEL, step])
+
+
+_STEP_LABEL = "at optimizer step"
+_NON_FINITE_RE = re.compile(re.escape(NON_FINITE_MARKER) + r"([^\]]*)\] \[" + _STEP_LABEL
+                            + r"\] \[(\d+)\]")
 
 
 @contextlib.contextmanager
-def stopped_at_non_finite(model, callbacks):
+def stopped_at_non_finite(callbacks):
     """Re-raises a failed `finite_gradients` check as a `NonFiniteError` naming where it stopped.
 
     The step and epoch come from the `StopOnNonFinite` among `callbacks`
-    (with the last good backup), or else from the optimizer's step count.
+    (with the last good backup), or else from the check: the optimizer step.
     """
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
-        text = str(error.message)
-        if NON_FINITE_MARKER not in text:
+        found = _NON_FINITE_RE.search(str(error.message))
+        if found is None:
             raise
-        what = text[text.index(NON_FINITE_MARKER) + len(NON_FINITE_MARKER):].split("]")[0]
+        what, step = found.groups()
         watcher = next((c for c in callbacks or () if isinstance(c, StopOnNonFinite)), None)
-        if watcher is None:
-            step = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) + 1
-            watcher, where = StopOnNonFinite(), f"optimizer step {step}"
-        else:
-            where = watcher.where
-        raise watcher.error(what, where) from None
+        where = watcher.where if watcher else f"optimizer step {step}"
+        raise (watcher or StopOnNonFinite()).error(what, where) from None
 
 
 def backups(backup_dir):

@@ -82,9 +82,11 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
         if backup:
             backup.set_model(model)
             first_epoch = backup.restore()
-        dataset = dataset(first_epoch)
+        # Killed after the last backup, before it was removed: no epoch is left, fit only cleans up.
+        start = min(first_epoch, epochs - 1)
+        dataset = dataset(start)
         options = {"initial_epoch": first_epoch,
-                   "steps_per_epoch": int(dataset.cardinality()) // (epochs - first_epoch)}
+                   "steps_per_epoch": int(dataset.cardinality()) // (epochs - start)}
     # The dataset is shuffled already (and Keras would warn that shuffle=True is ignored).
     history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose,
                         shuffle=False, **options)
