@@ -19,7 +19,6 @@ import pytest
 from tarrl_tf.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EPOCHS = 3
 
 # `python run.py METHOD RUN_DIR`: trains METHOD for 3 epochs of 4 steps with its backups in
 # RUN_DIR/backup and saves RUN_DIR/encoder.npz. $HOLD_AT stops it (for the test to kill it) at
@@ -106,15 +105,20 @@ def _run(tmp_path, method, run_dir, hold=None):
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err[-3000:]
         return out
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.time() < deadline, f"the run never reached {hold!r}"
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+    try:
+        deadline = time.time() + 300
+        while not marker.exists():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.time() < deadline, f"the run never reached {hold!r}"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        assert process.returncode == -signal.SIGKILL
+    finally:
+        if process.poll() is None:  # A failed wait leaves nothing sleeping behind.
+            process.kill()
+            process.communicate()
     marker.unlink()
-    assert process.returncode == -signal.SIGKILL
     return None
 
 

@@ -18,9 +18,9 @@ C]; got ...", values outside `[0, 1]` or not finite with a message starting
 Serving answers such a request with HTTP 400 and that message in
 `{"error": ...}`. The input's TensorSpec leaves the shape open for that: with
 `[None, H, W, C]` in it, TF's Python binding refused a NumPy batch of another
-shape with a bare TypeError (and let a tensor of any shape through); the
-signature's metadata thus shows the input's rank as unknown, and `H, W, C`
-are in the error, the model card and the outputs' shapes stay fixed.
+shape with a bare TypeError (and let a tensor of any shape through). So the
+signature's metadata shows the input's rank as unknown; `H, W, C` are in the
+error and the model card, and the outputs' shapes stay fixed (`[batch, D]`).
 
 Versions are integers that only increase; each is written to a hidden
 temporary folder next to the version folders and renamed into place, so a
