@@ -15,6 +15,7 @@ import tensorflow as tf
 # can turn the runtime error back into a ValueError.
 ERROR_MARKER = "tarrl_tf: "
 RANGE_ERROR_MARKER = ERROR_MARKER + "image values outside"
+FINITE_ERROR_MARKER = ERROR_MARKER + "image values are not finite"
 
 
 def check_image_spec(shape, dtype, *, name="images"):
@@ -46,7 +47,9 @@ def check_images(x, *, clip_min=0.0, clip_max=1.0, name="images"):
     if x.size == 0:
         raise ValueError(f"{name} is empty (shape {x.shape})")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{name} has {bad} values that are not finite (NaN or infinite); "
+                         "images must be finite and in [0, 1]")
     low, high = float(x.min()), float(x.max())
     if low < clip_min or high > clip_max:
         raise ValueError(
@@ -56,13 +59,21 @@ def check_images(x, *, clip_min=0.0, clip_max=1.0, name="images"):
 
 
 def assert_in_range(x, clip_min, clip_max):
-    """In-graph range check; raises InvalidArgumentError carrying the marker."""
-    return tf.debugging.assert_equal(
-        tf.logical_and(tf.reduce_min(x) >= clip_min, tf.reduce_max(x) <= clip_max),
-        True,
-        message=f"{RANGE_ERROR_MARKER} [{clip_min}, {clip_max}]; scale them first "
-        "(nothing is clipped silently)",
-    )
+    """In-graph range check; raises InvalidArgumentError carrying the marker.
+
+    Finiteness first, with its own message: a NaN fails every comparison, and
+    "outside [0, 1]" would send the user looking for a scaling bug.
+    """
+    finite = tf.debugging.assert_equal(
+        tf.reduce_all(tf.math.is_finite(x)), True,
+        message=f"{FINITE_ERROR_MARKER} (NaN or infinite); check the data")
+    with tf.control_dependencies([finite]):
+        return tf.debugging.assert_equal(
+            tf.logical_and(tf.reduce_min(x) >= clip_min, tf.reduce_max(x) <= clip_max),
+            True,
+            message=f"{RANGE_ERROR_MARKER} [{clip_min}, {clip_max}]; scale them first "
+            "(nothing is clipped silently)",
+        )
 
 
 def checked_images(x, *, clip_min=0.0, clip_max=1.0):

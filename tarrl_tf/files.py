@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 
 try:
     import fcntl
@@ -69,3 +70,18 @@ def locked(directory):
         yield
     finally:
         os.close(handle)  # Closing releases the lock.
+
+
+def check_keras_file(path):
+    """Raises unless `path` is an existing `.keras` file that is a whole zip archive.
+
+    Keras says "File not found" for a `.keras` file that exists but is
+    truncated; this names the real problem.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no .keras file at {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} exists but is not a readable .keras file (truncated or "
+                         "damaged?); save or copy it again")
+    return path

@@ -125,13 +125,16 @@ def _train(row, images, labels, run_dir, settings):
         steps=regularizer.get("steps", 5), seed=seed,
         epsilon_warmup_steps=regularizer.get("warmup_epochs", 0) * steps_per_epoch,
         **needs, **options)
-    if method.labeled:
-        dataset = data.supervised_dataset(images, labels, batch_size=row["batch_size"],
-                                          shuffle=True, seed=seed)
-    else:
-        dataset = data.pretraining_dataset(
-            images, batch_size=row["batch_size"], seed=seed,
-            with_indices=model.takes_indices)
+
+    def dataset(first_epoch):  # Each epoch's order a function of (seed, epoch): resume is exact.
+        if method.labeled:
+            return data.supervised_dataset(images, labels, batch_size=row["batch_size"],
+                                           shuffle=True, seed=seed, epochs=row["epochs"],
+                                           first_epoch=first_epoch)
+        return data.pretraining_dataset(images, batch_size=row["batch_size"], seed=seed,
+                                        with_indices=model.takes_indices, epochs=row["epochs"],
+                                        first_epoch=first_epoch)
+
     history, seconds = pretraining.fit_model(
         model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
         learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)

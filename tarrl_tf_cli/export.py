@@ -49,32 +49,25 @@ flags.DEFINE_string(
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
     startup.library()
     import keras
 
-    from tarrl_tf import export
+    from tarrl_tf import export, files
 
-    try:
-        export.validate_model_name(FLAGS.model_name)
-        encoder = keras.models.load_model(FLAGS.encoder, compile=False, safe_mode=True)
-        head = None
-        if FLAGS.head:
-            head = keras.models.load_model(FLAGS.head, compile=False, safe_mode=True)
-        version_dir = export.export_serving(
-            encoder,
-            f"{FLAGS.serving_dir}/{FLAGS.model_name}",
-            head=head,
-            version=FLAGS.version,
-        )
-        config = export.write_models_config(
-            FLAGS.serving_dir,
-            config_path=FLAGS.models_config,
-            base_path_prefix=FLAGS.base_path_prefix,
-        )
-    except (ValueError, TypeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # Bad names, files or models: one `error:` line and status 2 (startup), before any writing.
+    export.validate_model_name(FLAGS.model_name)
+    encoder = keras.models.load_model(files.check_keras_file(FLAGS.encoder), compile=False,
+                                      safe_mode=True)
+    head = None
+    if FLAGS.head:
+        head = keras.models.load_model(files.check_keras_file(FLAGS.head), compile=False,
+                                       safe_mode=True)
+    version_dir = export.export_serving(
+        encoder, f"{FLAGS.serving_dir}/{FLAGS.model_name}", head=head, version=FLAGS.version)
+    config = export.write_models_config(
+        FLAGS.serving_dir, config_path=FLAGS.models_config,
+        base_path_prefix=FLAGS.base_path_prefix)
     print(f"exported {version_dir}")
     print(f"wrote {config}")
     startup.summary([f"{version_dir}/ (SavedModel)", config])

@@ -98,10 +98,12 @@ def main(argv):
 
         startup.check_registered("suite", FLAGS.suite, attacks.SUITES.names())
     specs = evaluation.attack_grid(FLAGS.attacks, epsilons, steps=FLAGS.attack_steps)
-    if FLAGS.evaluate:  # Before the training it would follow: a typo must not cost the run.
+    # The dataset's labels and class count, then what the evaluation will need: all before
+    # the training, as a typo must not cost the run.
+    info = data.info(FLAGS.dataset, data_dir=FLAGS.data_dir)
+    if FLAGS.evaluate:
         for spec in specs:
             startup.check_epsilon("epsilons", spec.epsilon, spec.norm)
-        info = data.info(FLAGS.dataset, data_dir=FLAGS.data_dir)
         evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
     images, _ = data.load_arrays(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                                  max_examples=FLAGS.train_examples)

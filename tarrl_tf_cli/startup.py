@@ -1,7 +1,7 @@
 """What every program does around its `main`: help that exits 0, a quiet TensorFlow, a summary.
 
-User errors (bad flags, data, files, names: `ValueError`, `FileNotFoundError`,
-`zipfile.BadZipFile`, a usage error) print one line, `error: <message>`, and
+User errors (bad flags, data, files, names: `ValueError`, `FileNotFoundError`
+and the other file errors a user can fix, `zipfile.BadZipFile`, a usage error) print one line, `error: <message>`, and
 exit with status 2 before a traceback could show; anything else is a bug and
 keeps its traceback (as does every error with $TARRL_TF_TRACEBACK=1). A run
 stopped by a NaN (`NonFiniteError`) prints its one line and exits with 1.
@@ -51,7 +51,9 @@ def run(main, module):
     app.run(functools.partial(_guarded, main), flags_parser=functools.partial(_parse_flags, module=module))
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, zipfile.BadZipFile, app.UsageError)
+# What the user can fix: a bad flag, name or file, or a folder that cannot be written.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               FileExistsError, PermissionError, zipfile.BadZipFile, app.UsageError)
 
 
 def _guarded(main, argv):

@@ -69,9 +69,8 @@ def main(argv):
         if command == "pages":
             return _pages(zoo)
         return _verify(zoo, names)
-    except (zoo.ZooError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except zoo.ZooError as e:  # A name, folder or address the user gave: one line, status 2.
+        raise ValueError(str(e)) from None
 
 
 def _line(name, card):

@@ -1,87 +1,17 @@
-"""Backups that survive a SIGKILL while they are written, and training that stops at a NaN."""
+"""Backups that skip a damaged file, and training that stops at a NaN (kills: test_resume.py)."""
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from tarrl_tf import data
 from tarrl_tf.robustness import regularizers
 from tarrl_tf.training import checkpoints, pretraining
+from tarrl_tf.training.tarrl_model import TARRLModel
 from tarrl_tf.zoo import serving
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# A tiny pretraining run; with $HOLD_AT_SAVE=n its n-th backup write stops half-way
-# (the weights file truncated, as a kill in the middle of h5py's write leaves it) and waits.
-_RUN = textwrap.dedent("""
-    import os, sys, time
-    import keras
-    import numpy as np
-    from tarrl_tf.training import pretraining
-
-    hold = int(os.environ.get("HOLD_AT_SAVE", "0"))
-    calls = []
-    original = keras.Model.save_weights
-
-    def save_weights(self, filepath, *args, **kwargs):
-        original(self, filepath, *args, **kwargs)
-        calls.append(filepath)
-        if len(calls) == hold:
-            with open(filepath, "r+b") as f:
-                f.truncate(os.path.getsize(filepath) // 2)
-            open(os.environ["HOLD_MARKER"], "w").close()
-            time.sleep(600)
-
-    keras.Model.save_weights = save_weights
-    images = np.random.RandomState(0).rand(64, 12, 12, 1).astype("float32")
-    encoder = pretraining.make_encoder(images.shape[1:], width=4, seed=0)
-    _, history, _ = pretraining.pretrain(encoder, images, epochs=3, batch_size=32,
-                                         backup_dir=sys.argv[1], verbose=0)
-    encoder.save(sys.argv[2])
-    print("FINISHED", len(history["loss"]))
-""")
-
-
-def _start(tmp_path, **env):
-    script = tmp_path / "run.py"
-    script.write_text(_RUN)
-    environment = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3", **env)
-    return subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "backup"), str(tmp_path / "encoder.keras")],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_a_kill_during_the_backup_write_resumes_from_the_last_complete_backup(tmp_path):
-    marker = tmp_path / "holding"
-    process = _start(tmp_path, HOLD_AT_SAVE="2", HOLD_MARKER=str(marker))
-    deadline = time.time() + 240
-    while not marker.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.time() < deadline, "the run never reached its second backup"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL
-    backup = tmp_path / "backup"
-    # The half-written backup of epoch 2 is in a hidden folder; epoch 1's is whole.
-    assert [epoch for epoch, _ in checkpoints.backups(str(backup))] == [1]
-    assert any(name.startswith(".partial-epoch_0002") for name in os.listdir(backup))
-
-    rerun = _start(tmp_path)
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err[-3000:]
-    assert "Resuming after epoch 1" in out
-    assert "FINISHED 2" in out  # Epochs 2 and 3 only.
-    assert not backup.exists()  # A finished run cleans up.
-    encoder = keras.models.load_model(tmp_path / "encoder.keras", compile=False)
-    assert all(np.all(np.isfinite(w)) for w in encoder.get_weights())
-
 
 def _tiny_model(seed=0):
     keras.utils.set_random_seed(seed)
@@ -157,8 +87,77 @@ def test_a_nan_stops_fit_at_once_and_keeps_the_last_good_backup(tmp_path):
 def test_an_absurd_learning_rate_stops_pretraining_naming_the_step():
     images = np.random.RandomState(0).rand(64, 12, 12, 1).astype("float32")
     encoder = pretraining.make_encoder(images.shape[1:], width=4, seed=0)
-    with pytest.raises(checkpoints.NonFiniteError, match=r"loss is (nan|inf) at step \d+ of epoch 1"):
+    with pytest.raises(checkpoints.NonFiniteError,
+                       match=r"(loss|gradient of \S+) is not finite at step \d+ of epoch 1"):
         pretraining.pretrain(encoder, images, epochs=3, batch_size=32, learning_rate=1e6, verbose=0)
+
+
+def _fit_tarrl(model, tmp_path, epochs=2):
+    images = np.random.RandomState(0).rand(32, 4, 4, 1).astype("float32")
+    dataset = lambda first: data.pretraining_dataset(images, batch_size=8, seed=0, epochs=epochs,
+                                                     first_epoch=first)
+    return pretraining.fit_model(model, dataset, steps_per_epoch=4, epochs=epochs,
+                                 learning_rate=1e-3, backup_dir=str(tmp_path / "backup"), verbose=0)
+
+
+def _flat_encoder(activation=None):
+    inputs = keras.Input((4, 4, 1))
+    features = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+    if activation is not None:
+        features = keras.layers.Lambda(activation)(features)
+    return keras.Model(inputs, features)
+
+
+def test_a_non_finite_gradient_stops_at_its_step_before_the_weights_change(tmp_path):
+    # sqrt(0 * relu(h)) is 0 going forward, and NaN going back: a finite loss, NaN gradients.
+    encoder = _flat_encoder(lambda h: h + keras.ops.sqrt(0.0 * keras.ops.relu(h)))
+    model = TARRLModel(encoder, weight=0.0, augmentation=keras.layers.Identity(), seed=0)
+    before = encoder.get_weights()
+    with pytest.raises(checkpoints.NonFiniteError,
+                       match=r"the gradient of dense\S*/kernel is not finite at step 1 of epoch 1; "
+                             r"there is no earlier checkpoint"):
+        _fit_tarrl(model, tmp_path)
+    for a, b in zip(before, encoder.get_weights()):  # The step was never applied.
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_without_the_callback_names_the_optimizer_step():
+    encoder = _flat_encoder(lambda h: h + keras.ops.sqrt(0.0 * keras.ops.relu(h)))
+    model = TARRLModel(encoder, weight=0.0, augmentation=keras.layers.Identity(), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = np.random.RandomState(0).rand(16, 4, 4, 1).astype("float32")
+    with pytest.raises(checkpoints.NonFiniteError, match="is not finite at optimizer step 1;"):
+        model.fit(images, batch_size=8, epochs=1, verbose=0)
+
+
+def test_a_non_finite_r_stops_naming_r_and_the_last_good_backup(tmp_path):
+    class NaNAfterOneEpoch(regularizers.PGD):
+        def perturb(self, encoder, x, **kwargs):  # NaN from the second epoch (step 5) on.
+            x_adv = super().perturb(encoder, x, **kwargs)
+            return x_adv + tf.where(model.optimizer.iterations >= 4, np.nan, 0.0)
+
+    model = TARRLModel(_flat_encoder(), regularizer=NaNAfterOneEpoch(epsilon=0.1, steps=1),
+                       weight=1.0, augmentation=keras.layers.Identity(), seed=0)
+    with pytest.raises(checkpoints.NonFiniteError,
+                       match=r"robustness is not finite at step 1 of epoch 2; the last good "
+                             r"checkpoint .*epoch_0001 is kept"):
+        _fit_tarrl(model, tmp_path)
+    assert [epoch for epoch, _ in checkpoints.backups(str(tmp_path / "backup"))] == [1]
+
+
+def test_the_graph_check_names_the_gradient_inside_a_tf_function():
+    variable = keras.Variable(np.zeros(2, np.float32), name="w")
+
+    @tf.function
+    def step(gradient):
+        return checkpoints.finite_gradients([gradient], [variable], tf.constant(1.0),
+                                            step=tf.constant(7, "int64"))
+
+    assert step(tf.constant([1.0, 2.0]))[0].shape == (2,)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=checkpoints.NON_FINITE_MARKER + r"the gradient of w is not finite\] "
+                                           r"\[at optimizer step\] \[7\]"):
+        step(tf.constant([1.0, np.inf]))
 
 
 def test_non_finite_weights_are_not_exported(tmp_path):

@@ -1,11 +1,14 @@
-"""User errors of `tools/pretrain` and `tools/evaluate`: one `error:` line, status 2, before any work."""
+"""User errors of every tool: one `error:` line, status 2, no traceback, before any work."""
 
+import concurrent.futures
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 from absl import app
 
@@ -19,52 +22,124 @@ def run_tool(module, *args, cwd):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("TARRL_TF_TRACEBACK", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bad_inputs")
-    truncated = folder / "truncated.keras"
-    truncated.write_bytes(ENCODER.read_bytes()[: ENCODER.stat().st_size // 2])
+def _bad_files(folder):
+    """The bad inputs of the table, beside a good encoder: files as users damage them."""
+    raw = ENCODER.read_bytes()
     shutil.copy(ENCODER, folder / "good.keras")
-    return folder
+    (folder / "truncated.keras").write_bytes(raw[: len(raw) // 2])
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0xFF  # One byte inside the (stored) weights: the zip still opens.
+    (folder / "bitflip.keras").write_bytes(bytes(flipped))
+    encoder = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(4)])
+    encoder.layers[-1].bias.assign([0.0, np.nan, 0.0, 0.0])
+    encoder.save(folder / "nan_weights.keras")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8, 1)).astype(np.uint8)
+    labels = np.arange(40) % 3
+    good = dict(x_train=images[:30], y_train=labels[:30], x_test=images[30:], y_test=labels[30:])
+    np.savez(folder / "label42.npz", **{**good, "y_test": np.where(labels[30:] == 1, 42, 0)})
+    nan = (images / 255).astype(np.float32)
+    nan[3, 2, 2, 0] = np.nan
+    np.savez(folder / "nan_pixels.npz", **{**good, "x_train": nan[:30], "x_test": nan[30:]})
+    np.savez(folder / "empty.npz", x_train=images[:0], y_train=labels[:0], x_test=images[:0],
+             y_test=labels[:0])
+    (folder / "garbage.npz").write_bytes(b"not a zip file at all")
 
 
-# (tool, arguments, a phrase of the message). Every one must fail before training starts.
+def _case(tool, args, phrase, large=False):
+    name = f"{tool}:{' '.join(args)}"
+    if tool == "pretrain":  # Not the default runs/ folder.
+        args = [*args, "--output_dir=out"]
+    return pytest.param(tool, args, phrase, id=name, marks=[pytest.mark.large] if large else [])
+
+
+EVALUATE = ["--encoder=good.keras", "--output_dir=out"]
+EXPORT = ["--serving_dir=out", "--model_name=tiny"]
+# (tool, arguments, a phrase of the message): the audit's bad inputs (issue 18) through every
+# tool that takes them. Every one must fail before any work: nothing trained, nothing written.
 BAD_INPUTS = [
-    ("pretrain", ["--epochs=0"], "--epochs"),
-    ("pretrain", ["--epsilon=inf"], "must be in (0, 1] for L-inf"),
-    ("pretrain", ["--epsilon=1.5"], "--epsilon=1.5 must be in (0, 1]"),
-    ("pretrain", ["--epsilon=-0.1"], "--epsilon=-0.1 must be in (0, 1]"),
-    ("pretrain", ["stray"], "unexpected arguments ['stray']"),
-    ("pretrain", ["--epsilons=8/x"], "'8/x' is not a number"),
+    _case("pretrain", ["--epochs=0"], "--epochs"),
+    _case("pretrain", ["--epsilon=inf"], "must be in (0, 1] for L-inf"),
+    _case("pretrain", ["--epsilon=1.5"], "--epsilon=1.5 must be in (0, 1]"),
+    _case("pretrain", ["--epsilon=-0.1"], "--epsilon=-0.1 must be in (0, 1]"),
+    _case("pretrain", ["stray"], "unexpected arguments ['stray']"),
+    _case("pretrain", ["--epsilons=8/x"], "'8/x' is not a number"),
     # 8/255 is accepted: the run gets as far as the (misspelled) task, before any training.
-    ("pretrain", ["--epsilons=8/255", "--task=parrity"], "Unknown task 'parrity'"),
-    ("pretrain", ["--dataset=npz:missing.npz"], "missing.npz"),
-    ("pretrain", ["--estimator=nope"], "--estimator='nope' is not registered"),
-    ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--attacks=nope"], "nope"),
-    ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--task=parrity"],
-     "Unknown task 'parrity'"),
-    ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--epsilons=2"],
-     "--epsilons=2 must be in (0, 1]"),
-    ("evaluate", ["--encoder=truncated.keras", "--output_dir=out"],
-     "truncated.keras exists but is not a readable .keras file"),
-    ("evaluate", ["--encoder=missing.keras", "--output_dir=out"], "missing.keras"),
+    _case("pretrain", ["--epsilons=8/255", "--task=parrity"], "Unknown task 'parrity'"),
+    _case("pretrain", ["--dataset=npz:missing.npz"], "missing.npz"),
+    _case("pretrain", ["--estimator=nope"], "--estimator='nope' is not registered"),
+    _case("pretrain", ["--dataset=npz:label42.npz"], "y_test has label 42, but"),
+    _case("pretrain", ["--dataset=npz:nan_pixels.npz"], "values that are not finite"),
+    _case("pretrain", ["--dataset=npz:empty.npz"], "has no examples in its train split"),
+    _case("pretrain", ["--dataset=npz:garbage.npz"], "is not a valid npz file", large=True),
+    _case("pretrain", ["--attacks=nope"], "Unknown attack 'nope'", large=True),
+    _case("evaluate", [*EVALUATE, "--attacks=nope"], "nope"),
+    _case("evaluate", [*EVALUATE, "--task=parrity"], "Unknown task 'parrity'"),
+    _case("evaluate", [*EVALUATE, "--epsilons=2"], "--epsilons=2 must be in (0, 1]"),
+    _case("evaluate", ["--encoder=truncated.keras", "--output_dir=out"],
+          "truncated.keras exists but is not a readable .keras file"),
+    _case("evaluate", ["--encoder=missing.keras", "--output_dir=out"], "missing.keras"),
+    _case("evaluate", ["--encoder=bitflip.keras", "--output_dir=out"],
+          "not a readable .keras file (damaged or truncated?): Bad CRC-32"),
+    _case("evaluate", [*EVALUATE, "--dataset=npz:label42.npz"], "y_test has label 42", large=True),
+    _case("evaluate", [*EVALUATE, "--dataset=npz:empty.npz"], "has no examples", large=True),
+    _case("evaluate", [*EVALUATE, "--epsilons=8/x"], "'8/x' is not a number", large=True),
+    _case("evaluate", [*EVALUATE, "stray"], "unexpected arguments ['stray']", large=True),
+    _case("export", ["--encoder=missing.keras", *EXPORT], "no .keras file at missing.keras"),
+    _case("export", ["--encoder=truncated.keras", *EXPORT],
+          "truncated.keras exists but is not a readable .keras file"),
+    _case("export", ["--encoder=bitflip.keras", *EXPORT], "Bad CRC-32"),
+    _case("export", ["--encoder=nan_weights.keras", *EXPORT], "non-finite weights"),
+    _case("export", ["--encoder=good.keras", "--serving_dir=out", "--model_name=a/b"],
+          "Invalid model name 'a/b'", large=True),
+    _case("export", ["--encoder=good.keras", *EXPORT, "--version=0"], "--version", large=True),
+    _case("export", ["--encoder=good.keras", *EXPORT, "stray"], "unexpected arguments ['stray']",
+          large=True),
+    _case("zoo", ["show", "nope"], "Unknown zoo model 'nope'"),
+    _case("zoo", ["list", "--zoo_dir=missing_zoo"], "No zoo manifest at missing_zoo"),
+    _case("zoo", ["bogus"], "Expected a command", large=True),
+    _case("zoo", ["show"], "show takes exactly one NAME", large=True),
+    _case("zoo", ["list", "stray"], "list takes no NAME", large=True),
 ]
 
 
-@pytest.mark.parametrize("tool, args, phrase", BAD_INPUTS,
-                         ids=[f"{t}:{' '.join(a)}" for t, a, _ in BAD_INPUTS])
-def test_a_bad_input_is_one_error_line_and_status_2(files, tool, args, phrase):
-    result = run_tool(f"tools.{tool}", *args, "--output_dir=out", cwd=files) if tool == "pretrain" \
-        else run_tool(f"tools.{tool}", *args, cwd=files)
+def _arguments(item):
+    params = getattr(item, "callspec", None) and item.callspec.params
+    return (params["tool"], tuple(params["args"])) if params and "phrase" in params else None
+
+
+@pytest.fixture(scope="module")
+def results(request, tmp_path_factory):
+    """Every selected case of the table, run in its own folder, three at a time (each case is a
+    fresh Python that imports TensorFlow: seconds, mostly waiting on the import)."""
+    shared = tmp_path_factory.mktemp("bad_inputs")
+    _bad_files(shared)
+    cases = {a for item in request.session.items if (a := _arguments(item))}
+
+    def run(number, tool, args):
+        folder = tmp_path_factory.mktemp(f"case{number}")
+        for path in shared.iterdir():
+            (folder / path.name).symlink_to(path)
+        return folder, run_tool(f"tools.{tool}", *args, cwd=folder)
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        futures = {case: pool.submit(run, i, *case) for i, case in enumerate(sorted(cases))}
+        yield futures
+
+
+@pytest.mark.parametrize("tool, args, phrase", BAD_INPUTS)
+def test_a_bad_input_is_one_error_line_and_status_2(results, tool, args, phrase):
+    folder, result = results[(tool, tuple(args))].result()
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr[-3000:]
     assert phrase in errors[0]
-    assert not (files / "out").exists()  # Nothing trained, nothing written.
+    assert not (folder / "out").exists()  # Nothing trained, nothing written.
 
 
 def test_a_real_bug_keeps_its_traceback():

@@ -181,15 +181,57 @@ def test_npz_info_uses_file_stem_and_known_class_names(tmp_path):
     )
 
     arrays = _arrays()
-    arrays["y_test"][0] = 6
+    arrays["y_train"][0] = 6
     meta = data.info(_write(tmp_path, arrays, name="my_data.npz"))
     assert meta.name == "my_data"
     assert meta.num_classes == 7
     assert meta.class_names == tuple("0123456")
 
     arrays["y_test"][0] = 12
-    with pytest.raises(ValueError, match="12"):
+    with pytest.raises(ValueError, match="y_test has label 12, but .* has 10 classes"):
         data.info(_write(tmp_path, arrays, name="mnist.npz"))
+
+
+def test_a_test_label_the_training_labels_lack_is_an_error_not_a_new_class(tmp_path):
+    arrays = _arrays()  # Labels 0..2.
+    arrays["y_test"][3] = 42
+    with pytest.raises(ValueError, match=r"y_test has label 42, but .* has 3 classes \(0\.\.2, "
+                                         r"from its training labels\).*`num_classes` array"):
+        data.info(_write(tmp_path, arrays))
+
+
+def test_an_npz_may_declare_its_class_count(tmp_path):
+    arrays = _arrays()
+    arrays["y_test"][3] = 42
+    arrays["num_classes"] = np.array(43)
+    meta = data.info(_write(tmp_path, arrays))
+    assert meta.num_classes == 43 and len(meta.class_names) == 43
+    arrays["num_classes"] = np.array(10)
+    with pytest.raises(ValueError, match=r"y_test has label 42, .* from its num_classes"):
+        data.info(_write(tmp_path, arrays))
+    arrays["num_classes"] = np.array([43, 1])
+    with pytest.raises(ValueError, match="num_classes must be one positive integer"):
+        data.info(_write(tmp_path, arrays))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_npz_split_without_examples_is_named(tmp_path, split):
+    arrays = _arrays()
+    arrays[f"x_{split}"] = arrays[f"x_{split}"][:0]
+    arrays[f"y_{split}"] = arrays[f"y_{split}"][:0]
+    source = _write(tmp_path, arrays)
+    with pytest.raises(ValueError, match=f"has no examples in its {split} split"):
+        data.info(source)
+    with pytest.raises(ValueError, match=f"has no examples in its {split} split"):
+        data.load_arrays(source, split)
+
+
+def test_nan_pixels_are_reported_as_not_finite(tmp_path):
+    arrays = _arrays(dtype=np.float32)
+    arrays["x_train"][1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="1 values that are not finite") as error:
+        data.load_arrays(_write(tmp_path, arrays), "train")
+    assert "outside" not in str(error.value)
 
 
 def test_max_examples_keeps_the_first_examples(tmp_path):
@@ -340,8 +382,27 @@ def test_tfds_download_failure_explains_offline_use(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    with pytest.raises(RuntimeError, match="npz:PATH"):
+    with pytest.raises(ValueError, match="npz:PATH"):
         data.load_dataset("mnist", "train", data_dir=str(tmp_path))
+
+
+def test_tfds_without_its_data_and_network_fails_clearly_not_on_an_import(tmp_path, monkeypatch):
+    # TFDS imports importlib_resources lazily, to find a builder's own files (its checksums):
+    # missing, every TFDS source failed with a ModuleNotFoundError. It is a dependency now.
+    import importlib_resources  # noqa: F401
+    from tensorflow_datasets.core.download import downloader
+
+    assert tfds.builder("mnist", data_dir=str(tmp_path)).code_path is not None
+    # No network: connections refused at once and not retried, so the failure comes in seconds.
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r"TFDS could not download or prepare 'mnist' into .*"
+                                         r"Without a network, point `data_dir` at prepared") as error:
+        data.load_arrays("mnist", "test", data_dir=str(tmp_path))
+    assert "ModuleNotFoundError" not in str(error.value)
 
 
 # --- pipelines ----------------------------------------------------------------
@@ -450,3 +511,38 @@ def test_describe_names_a_source_without_its_path(tmp_path):
     assert data.describe("digits") == {"dataset": "digits"}
     with pytest.raises(ValueError, match="npz file not found"):
         data.describe(f"npz:{tmp_path / 'absent.npz'}")
+
+
+def test_an_epoch_has_its_order_whichever_epoch_the_data_start_at():
+    images = _images(12)
+
+    def batches(first_epoch, seed=3):
+        dataset = data.pretraining_dataset(images, batch_size=4, seed=seed, epochs=3,
+                                           first_epoch=first_epoch, with_indices=True)
+        assert int(dataset.cardinality()) == (3 - first_epoch) * 3
+        return list(dataset.as_numpy_iterator())
+
+    full, resumed = batches(0), batches(2)
+    for (x, i), (x_resumed, i_resumed) in zip(full[6:], resumed):  # Epoch 3, both times.
+        np.testing.assert_array_equal(x, x_resumed)
+        np.testing.assert_array_equal(i, i_resumed)
+    orders = [np.concatenate([i for _, i in full[3 * e:3 * e + 3]]) for e in range(3)]
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(12))
+    assert not np.array_equal(orders[0], orders[1])
+    for x, i in full:
+        np.testing.assert_array_equal(x, images[i])
+    assert not np.array_equal(batches(0, seed=4)[0][1], full[0][1])
+
+
+def test_supervised_epochs_keep_pairs_and_the_last_partial_batch():
+    x, y = _images(10), np.arange(10)
+    dataset = data.supervised_dataset(x, y, batch_size=4, shuffle=True, seed=0, epochs=2)
+    batches = list(dataset.as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [4, 4, 2, 4, 4, 2]
+    for xs, ys in batches:
+        np.testing.assert_array_equal(xs, x[ys])
+    with pytest.raises(ValueError, match="first_epoch"):
+        data.supervised_dataset(x, y, batch_size=4, epochs=2, first_epoch=2)
+    with pytest.raises(ValueError, match="needs in-memory images"):
+        data.pretraining_dataset(tf.data.Dataset.from_tensor_slices(x), batch_size=4, epochs=2)

@@ -168,6 +168,7 @@ def test_any_keras_model_is_an_encoder(images):
     (lambda x: (x * 255).astype("uint8"), "floating point"),
     (lambda x: x[..., 0], "rank 4"),
     (lambda x: x + 1.0, "outside"),
+    (lambda x: np.where(x > 0.5, np.nan, x), "Input image values are not finite"),
 ])
 def test_bad_images_raise_value_error(images, make_cnn, bad, message):
     with pytest.raises(ValueError, match=message):

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tarrl_tf import checks
+from tarrl_tf.data import epochs as _epochs
 from tarrl_tf.data import npz, tfds_source
 
 SPLITS = npz.SPLITS
@@ -147,8 +148,14 @@ def info(source, *, data_dir=None):
 
     For npz sources only the labels and the `x_train` array header are read.
     Known names (`digits`, `mnist`, `fashion_mnist`, `cifar10`) get their
-    class names; other npz files get `"0"`, `"1"`, ... and
-    `num_classes = max label + 1`.
+    class names; other npz files get `"0"`, `"1"`, ... and the class count
+    the file declares (a `num_classes` array) or else its training labels'
+    (`max + 1`).
+
+    Raises:
+        ValueError: an npz file that is unreadable, has a split without
+            examples, or a label outside its class count (a test label the
+            training labels do not have).
     """
     kind, arg = _parse_source(source)
     if kind == "digits":
@@ -174,7 +181,7 @@ def describe(source, *, data_dir=None):
 
 
 def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_remainder=True,
-                        with_indices=False):
+                        with_indices=False, epochs=None, first_epoch=0):
     """Batches images alone, for `model.fit` on unlabeled data.
 
     Args:
@@ -188,6 +195,12 @@ def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_rem
         with_indices: yield `(images, indices)`, each image's position in
             `images` (int64), for estimators that remember each image
             (`regularizers.PersistentPGD`).
+        epochs, first_epoch: with `epochs` (in-memory images only), the
+            batches of the epochs `first_epoch, ..., epochs - 1` in one
+            dataset, each epoch in an order that depends on `(seed, epoch)`
+            alone, so a run resumed at an epoch sees the batches of the run
+            that never stopped (`data.epochs`; fit with `steps_per_epoch`).
+            Without, one epoch, reshuffled by tf.data at each iteration.
 
     Returns:
         A shuffled, batched and prefetched dataset of `[B, H, W, C]` images
@@ -199,6 +212,9 @@ def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_rem
     """
     _check_batch_size(batch_size)
     if isinstance(images, tf.data.Dataset):
+        if epochs is not None:
+            raise ValueError("`epochs` (an order by epoch) needs in-memory images, not a "
+                             "tf.data input")
         dataset = images
         if isinstance(dataset.element_spec, tuple):
             dataset = dataset.map(lambda x, *_: x, num_parallel_calls=tf.data.AUTOTUNE)
@@ -212,16 +228,18 @@ def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_rem
         dataset = dataset.cache()
     else:
         checks.check_images(images)
+        if epochs is not None:
+            _check_full_batch(len(images), batch_size, drop_remainder)
+            return _epochs.epoch_batches(
+                [images], batch_size=batch_size, epochs=epochs, first_epoch=first_epoch,
+                shuffle=shuffle, seed=seed, drop_remainder=drop_remainder,
+                with_indices=with_indices)
         dataset = tf.data.Dataset.from_tensor_slices(images)
     if with_indices:
         dataset = dataset.enumerate().map(lambda index, image: (image, index),
                                           num_parallel_calls=tf.data.AUTOTUNE)
     size = int(dataset.cardinality())
-    if drop_remainder and 0 <= size < batch_size:
-        raise ValueError(
-            f"{size} images make no full batch of {batch_size}; lower `batch_size` "
-            "or pass drop_remainder=False"
-        )
+    _check_full_batch(size, batch_size, drop_remainder)
     if shuffle:
         # A buffer as large as the dataset gives a uniform shuffle.
         buffer = size if size > 0 else _DEFAULT_SHUFFLE_BUFFER
@@ -230,7 +248,7 @@ def pretraining_dataset(images, *, batch_size, shuffle=True, seed=None, drop_rem
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def supervised_dataset(x, y, *, batch_size, shuffle=False, seed=None):
+def supervised_dataset(x, y, *, batch_size, shuffle=False, seed=None, epochs=None, first_epoch=0):
     """Batches in-memory `(x, y)` pairs, e.g. for a linear probe.
 
     Args:
@@ -239,6 +257,7 @@ def supervised_dataset(x, y, *, batch_size, shuffle=False, seed=None):
         batch_size: examples per batch; the last batch may be smaller.
         shuffle: reshuffle every epoch.
         seed: shuffle seed.
+        epochs, first_epoch: see `pretraining_dataset`.
 
     Returns:
         A batched, prefetched dataset of `(x, y)` with int64 labels.
@@ -246,6 +265,10 @@ def supervised_dataset(x, y, *, batch_size, shuffle=False, seed=None):
     _check_batch_size(batch_size)
     checks.check_images(x, name="x")
     y = npz.check_labels(y, len(x), name="y")
+    if epochs is not None:
+        return _epochs.epoch_batches([x, y], batch_size=batch_size, epochs=epochs,
+                                     first_epoch=first_epoch, shuffle=shuffle, seed=seed,
+                                     drop_remainder=False)
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -301,15 +324,11 @@ def _digits_arrays():
 
 def _npz_info(path):
     """The DatasetInfo of an npz file: known names get their class names."""
-    name, input_shape, num_labels = npz.read_info(path)
-    class_names = CLASS_NAMES.get(name)
-    if class_names is None:
-        class_names = tuple(str(label) for label in range(num_labels))
-    elif num_labels > len(class_names):
-        raise ValueError(
-            f"{path!r} has label {num_labels - 1}, but {name!r} has {len(class_names)} classes"
-        )
-    return DatasetInfo(name, input_shape, len(class_names), class_names)
+    class_names = CLASS_NAMES.get(npz.stem(path))
+    name, input_shape, num_classes = npz.read_info(
+        path, known_classes=None if class_names is None else len(class_names))
+    class_names = class_names or tuple(str(label) for label in range(num_classes))
+    return DatasetInfo(name, input_shape, num_classes, class_names)
 
 
 def _tfds_info(builder):
@@ -339,6 +358,14 @@ def _to_unit_float(image, label):
     else:
         raise ValueError(f"images have dtype {image.dtype.name}; expected uint8 or float")
     return image, tf.cast(label, tf.int64)
+
+
+def _check_full_batch(size, batch_size, drop_remainder):
+    if drop_remainder and 0 <= size < batch_size:
+        raise ValueError(
+            f"{size} images make no full batch of {batch_size}; lower `batch_size` "
+            "or pass drop_remainder=False"
+        )
 
 
 def _check_batch_size(batch_size):

@@ -20,20 +20,56 @@ def read_split(path, split):
     return _read_npz_split(path, split)
 
 
-def read_info(path):
-    """`(name, input_shape, number of label values)` from the labels and the `x_train` header."""
-    name = os.path.splitext(os.path.basename(path))[0]
+def read_info(path, *, known_classes=None):
+    """`(name, input_shape, num_classes)` from the labels, the `x_train` header and `num_classes`.
+
+    The class count is the file's own `num_classes` (one integer) if it has
+    one, else `known_classes` (a dataset known by name), else the training
+    labels' (`max + 1`): a test label outside it is an error, not one more
+    class (a typo in the test labels would make a task of another size). A
+    split without examples is an error too.
+    """
+    name = stem(path)
     with _open_npz(path) as npz:
         shape, dtype = _npz_header(npz, path, "x_train")
-        labels = np.concatenate(
-            [
-                check_labels(_read_member(npz, path, f"y_{split}"), name=f"{path}:y_{split}")
-                for split in SPLITS
-            ]
-        )
+        labels = {split: check_labels(_read_member(npz, path, f"y_{split}"),
+                                      name=f"{path}:y_{split}") for split in SPLITS}
+        declared = _read_member(npz, path, "num_classes") if "num_classes" in npz.files else None
     _check_npz_image_layout(shape, dtype, f"{path}:x_train")
+    for split in SPLITS:
+        if not len(labels[split]):
+            raise ValueError(f"{path!r} has no examples in its {split} split (y_{split} is empty); "
+                             "an npz source needs x_train, y_train, x_test, y_test with examples")
+    if len(labels["train"]) != shape[0]:
+        raise ValueError(f"{path}:y_train has {len(labels['train'])} labels for {shape[0]} images")
+    if declared is not None:
+        num_classes, source = _declared_classes(declared, path), "its num_classes"
+        if known_classes not in (None, num_classes):
+            raise ValueError(f"{path}:num_classes is {num_classes}, but {name!r} has "
+                             f"{known_classes} classes")
+    elif known_classes is not None:
+        num_classes, source = known_classes, f"the classes of {name!r}"
+    else:
+        num_classes, source = int(labels["train"].max()) + 1, "its training labels"
+    for split in SPLITS:
+        if labels[split].max() >= num_classes:
+            raise ValueError(
+                f"{path}:y_{split} has label {labels[split].max()}, but {path!r} has {num_classes} "
+                f"classes (0..{num_classes - 1}, from {source}); fix the label, or declare the "
+                "class count with a `num_classes` array in the file")
     input_shape = tuple(shape[1:]) if len(shape) == 4 else (*shape[1:], 1)
-    return name, input_shape, int(labels.max()) + 1 if len(labels) else 0
+    return name, input_shape, num_classes
+
+
+def _declared_classes(value, path):
+    if value.shape != () or not np.issubdtype(value.dtype, np.integer) or int(value) < 1:
+        raise ValueError(f"{path}:num_classes must be one positive integer, got {value!r}")
+    return int(value)
+
+
+def stem(path):
+    """The dataset name of an npz file: `.../mnist.npz` -> `"mnist"`."""
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def sha256(path):
@@ -86,6 +122,9 @@ def _read_npz_split(path, split):
         y = _read_member(npz, path, y_key)
     where = f"{path}:{x_key}"
     _check_npz_image_layout(x.shape, x.dtype, where)
+    if not len(x):
+        raise ValueError(f"{path!r} has no examples in its {split} split ({x_key} has shape "
+                         f"{x.shape})")
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if np.issubdtype(x.dtype, np.floating):

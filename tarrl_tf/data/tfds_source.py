@@ -24,9 +24,16 @@ def prepare(builder):
     try:
         builder.download_and_prepare()
     except Exception as err:  # TFDS fails in many ways offline (network, missing optional modules).
-        raise RuntimeError(
+        # A ValueError: the data the user named are not there (the commands say so in one line).
+        raise ValueError(
             f"TFDS could not download or prepare {builder.name!r} into {builder.data_dir!r}: "
-            f"{err!r}. Without a network, point `data_dir` at prepared TFDS data or use an "
-            "'npz:PATH' source"
+            f"{type(err).__name__}: {_first_line(err)}. Without a network, point `data_dir` at "
+            "prepared TFDS data or use an 'npz:PATH' source"
         ) from err
     return builder
+
+
+def _first_line(err):
+    """TFDS's network errors run over many lines (every retry); the first says what failed."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else ""

@@ -9,7 +9,6 @@ task-agnostic bound beside the measured adversarial loss.
 import math
 import numbers
 import os
-import zipfile
 
 import keras
 import numpy as np
@@ -18,6 +17,7 @@ import tensorflow as tf
 from tarrl_tf import attacks, data, zoo
 from tarrl_tf import checks
 from tarrl_tf.checks import check_images
+from tarrl_tf.files import check_keras_file
 from tarrl_tf.evaluation import downstream, sanity, tasks, worst_case
 from tarrl_tf.progress import Progress
 from tarrl_tf.evaluation.sanity import sanity_checks as run_sanity_checks
@@ -282,9 +282,8 @@ def _bound_rows(report, lipschitz, shifts):
 def load_encoder(path_or_name, *, zoo_dir=None):
     """Loads an encoder from a `.keras` file or, failing that, from the zoo by name."""
     if os.path.exists(path_or_name):
-        if str(path_or_name).endswith(".keras") and not zipfile.is_zipfile(path_or_name):
-            raise ValueError(f"{path_or_name} exists but is not a readable .keras file "
-                             "(truncated or damaged?); save or copy it again")
+        if str(path_or_name).endswith(".keras"):
+            check_keras_file(path_or_name)
         return keras.models.load_model(path_or_name)
     try:
         names = zoo.list(zoo_dir=zoo_dir)

@@ -25,8 +25,8 @@ class PersistentPGD(PGD):
     `TARRLModel` hands the indices to `perturb`. An image's first visit
     starts at a random point of the ball. The remembered perturbations are
     re-projected onto the current ball (the radius may be warming up). They
-    live with the estimator and are not saved: a resumed run starts them
-    afresh. Without indices (evaluation, `R` on a held-out batch) the search
+    are not part of a saved model, but a training run's backups keep them
+    (`variables`), so a resumed run goes on from them. Without indices (evaluation, `R` on a held-out batch) the search
     is plain PGD from a random start.
 
     Args:
@@ -61,6 +61,10 @@ class PersistentPGD(PGD):
         self.memory = tf.Variable(tf.zeros(shape), trainable=False, name="perturbations")
         self.visited = tf.Variable(tf.zeros([self.num_examples], tf.bool), trainable=False,
                                    name="visited")
+
+    @property
+    def variables(self):
+        return () if self.memory is None else (self.memory, self.visited)
 
     def _step_size(self, radius):
         if self.step_size is None:

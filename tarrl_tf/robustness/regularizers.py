@@ -51,6 +51,8 @@ class Regularizer:
     # Estimators that remember something per image take each image's index (`perturb(indices=)`)
     # and the number of images (`num_examples=`).
     needs_indices = False
+    # State kept from step to step (tf.Variables), backed up with a training run.
+    variables = ()
 
     def __init__(self, epsilon, *, norm="inf", divergence="squared_l2", clip_min=0.0, clip_max=1.0):
         if not 0 <= float(epsilon) < float("inf"):

@@ -151,7 +151,8 @@ class ACLModel(BaselineModel):
         with tf.GradientTape() as tape:
             ssl_loss, adversarial_ssl_loss = self._terms(v1, v2, training=True, tape=tape)
             loss = ssl_loss + self.adversarial_weight * adversarial_ssl_loss
-        self.apply_gradients(tape, loss)
+        self.apply_gradients(tape, loss, ssl_loss=ssl_loss,
+                             adversarial_ssl_loss=adversarial_ssl_loss)
         return self.record(loss=loss, ssl_loss=ssl_loss, adversarial_ssl_loss=adversarial_ssl_loss)
 
     def test_step(self, data):

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tarrl_tf.checks import canonical_norm, graph_errors_as_value_errors
 from tarrl_tf.encoders import image_input_shape
 from tarrl_tf.robustness.search import madry_step_size, projected_gradient_ascent
+from tarrl_tf.training.checkpoints import finite_gradients, stopped_at_non_finite
 
 
 def check_model(model, name):
@@ -68,12 +69,21 @@ class TrainingModel(keras.Model):
             setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
 
     def fit(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
+        with graph_errors_as_value_errors(), stopped_at_non_finite(kwargs.get("callbacks")):
             return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         with graph_errors_as_value_errors():
             return super().evaluate(*args, **kwargs)
+
+    @property
+    def unsaved_variables(self):
+        """State outside the layers that a resumed run needs: an estimator's memory.
+
+        `checkpoints.AtomicBackupAndRestore` backs it up with the random
+        generators' states, which `save_weights` leaves out too.
+        """
+        return list(getattr(getattr(self, "regularizer", None), "variables", ()))
 
     def build_from(self, encoder):
         """Builds the model now if `encoder` has a known image input shape."""
@@ -110,18 +120,25 @@ class TrainingModel(keras.Model):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
-    def apply_gradients(self, tape, loss):
+    def apply_gradients(self, tape, loss, **terms):
         """One optimizer step on `loss`, this replica's part of the global batch's loss.
 
         Under `tf.distribute` the optimizer sums the replicas' gradients, and
         each replica's loss is a mean over its shard (or, for losses on the
         gathered global batch, the global value), so each counts 1/replicas,
         as Keras does for compiled losses: the sum is the one-device gradient.
+
+        The loss, its named `terms` (as logged: `robustness` is R) and the
+        gradients are checked finite in the graph first: a NaN stops
+        training at its step, naming the term, before it reaches the weights.
         """
+        # Read before the optimizer counts this step (even one its checks stop).
+        step = self.optimizer.iterations + 1
         gradients = tape.gradient(loss, self.trainable_variables)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if replicas > 1:
             gradients = [g if g is None else g / replicas for g in gradients]
+        gradients = finite_gradients(gradients, self.trainable_variables, loss, step=step, **terms)
         self.optimizer.apply(gradients, self.trainable_variables)
 
     def ramp(self, warmup_steps):

@@ -168,7 +168,8 @@ class DeACLModel(BaselineModel):
         with tf.GradientTape() as tape:
             distillation_loss, robustness = self._terms(x, training=True, tape=tape)
             loss = distillation_loss + self.weight * robustness
-        self.apply_gradients(tape, loss)
+        self.apply_gradients(tape, loss, distillation_loss=distillation_loss,
+                             robustness=robustness)
         return self.record(loss=loss, distillation_loss=distillation_loss, robustness=robustness)
 
     def test_step(self, data):

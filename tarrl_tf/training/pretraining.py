@@ -46,32 +46,50 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
 
     Args:
         model: a training model (`TARRLModel` or a baseline).
-        dataset: a batched `tf.data.Dataset`.
+        dataset: `make(first_epoch)`, returning the batches of the epochs
+            `first_epoch, ..., epochs - 1` in an order set by the epoch
+            (`data.pretraining_dataset(..., epochs=epochs, first_epoch=...)`),
+            or a batched `tf.data.Dataset` of one epoch (tf.data's order: a
+            resumed run then sees other batches than an unbroken one).
         steps_per_epoch: batches per epoch (for the schedule).
         epochs: training epochs.
         learning_rate: Adam's initial learning rate.
         backup_dir: a folder for the end-of-epoch backups
             (`checkpoints.AtomicBackupAndRestore`): an interrupted run (even
             killed while writing a backup) started again with the same folder
-            resumes after its last complete epoch, and the seconds returned
-            count the runs before the restart too.
+            resumes after its last complete epoch, with the model, optimizer
+            and random generators of then, and (with `make`) ends with the
+            weights of the run that never stopped; the seconds returned count
+            the runs before the restart too.
         verbose: Keras verbosity.
 
     Raises:
-        checkpoints.NonFiniteError: a loss term or the weights became NaN or
-            infinite; training stops at that step and the last good backup
-            is kept.
+        checkpoints.NonFiniteError: a loss term, a gradient or the weights
+            became NaN or infinite; training stops at that step and the last
+            good backup is kept.
         checkpoints.BackupError: `backup_dir` holds no backup that loads.
     """
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps_per_epoch))
     model.compile(optimizer=keras.optimizers.Adam(schedule))
     clock = TrainingClock(backup_dir)
+    backup = AtomicBackupAndRestore(backup_dir) if backup_dir else None
     # The check first: a non-finite epoch is never backed up.
-    callbacks = [StopOnNonFinite(backup_dir)]
-    callbacks += [AtomicBackupAndRestore(backup_dir)] if backup_dir else []
+    callbacks = [StopOnNonFinite(backup_dir)] + ([backup] if backup else []) + [clock]
+    options = {}
+    if callable(dataset):
+        # Restored before the data are made: they start at the epoch the run resumes at.
+        first_epoch = 0
+        if backup:
+            backup.set_model(model)
+            first_epoch = backup.restore()
+        # Killed after the last backup, before it was removed: no epoch is left, fit only cleans up.
+        start = min(first_epoch, epochs - 1)
+        dataset = dataset(start)
+        options = {"initial_epoch": first_epoch,
+                   "steps_per_epoch": int(dataset.cardinality()) // (epochs - start)}
     # The dataset is shuffled already (and Keras would warn that shuffle=True is ignored).
-    history = model.fit(dataset, epochs=epochs, callbacks=callbacks + [clock], verbose=verbose,
-                        shuffle=False)
+    history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False, **options)
     return history.history, clock.seconds
 
 
@@ -166,8 +184,12 @@ def pretrain(
         regularize_on=regularize_on, regularized_fraction=regularized_fraction,
         batch_statistics=batch_statistics, seed=seed,
     )
-    dataset = data.pretraining_dataset(images, batch_size=batch_size, seed=seed,
-                                       with_indices=model.takes_indices)
+
+    def dataset(first_epoch):
+        return data.pretraining_dataset(images, batch_size=batch_size, seed=seed,
+                                        with_indices=model.takes_indices, epochs=epochs,
+                                        first_epoch=first_epoch)
+
     history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
                                  learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)
     return model, history, seconds

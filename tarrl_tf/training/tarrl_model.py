@@ -229,10 +229,11 @@ class TARRLModel(TrainingModel):
                 robustness = self._robustness(images, indices, view, view_features, tape,
                                               epsilon=epsilon)
                 loss = ssl_loss + self.weight * self.ramp(self.weight_warmup_steps) * robustness
-        self.apply_gradients(tape, loss)
+        terms = {"ssl_loss": ssl_loss}
         if self.trains_regularizer:
-            return self.record(loss=loss, ssl_loss=ssl_loss, robustness=robustness)
-        return self.record(loss=loss, ssl_loss=ssl_loss)
+            terms["robustness"] = robustness
+        self.apply_gradients(tape, loss, **terms)
+        return self.record(loss=loss, **terms)
 
     def test_step(self, data):
         images, _ = self._images(data)

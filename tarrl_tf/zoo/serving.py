@@ -8,13 +8,19 @@ a TF SavedModel with these signatures (the contract `tarrl_tf.zoo.verify` checks
 - `classify` (only with a `head`, a Keras model mapping embeddings to logits):
   `images` -> `logits` and `probabilities` (softmax of the logits), `[batch, K]`.
 
-Bad input is rejected, never clipped: the signature's TensorSpec fixes dtype
-and shape (a tensor of another dtype fails with "expected a float tensor";
-note that NumPy arrays given to a loaded signature in Python are converted
-first), and an in-graph `tf.debugging.Assert` fails on values outside `[0, 1]`
-or not finite with a message starting "tarrl_tf: image values outside"
-(so uint8 images in 0..255 are caught). TF Serving answers such a request with
-HTTP 400 and that message in `{"error": ...}`.
+Bad input is rejected, never clipped: the signature's TensorSpec fixes the
+dtype (a tensor of another dtype fails with "expected a float tensor"; note
+that NumPy arrays given to a loaded signature in Python are converted first),
+and in-graph `tf.debugging.Assert`s check the rest: a shape other than
+`[batch, H, W, C]` fails with "tarrl_tf: images must have shape [batch, H, W,
+C]; got ...", values outside `[0, 1]` or not finite with a message starting
+"tarrl_tf: image values outside" (so uint8 images in 0..255 are caught). TF
+Serving answers such a request with HTTP 400 and that message in
+`{"error": ...}`. The input's TensorSpec leaves the shape open for that: with
+`[None, H, W, C]` in it, TF's Python binding refused a NumPy batch of another
+shape with a bare TypeError (and let a tensor of any shape through). So the
+signature's metadata shows the input's rank as unknown; `H, W, C` are in the
+error and the model card, and the outputs' shapes stay fixed (`[batch, D]`).
 
 Versions are integers that only increase; each is written to a hidden
 temporary folder next to the version folders and renamed into place, so a
@@ -188,9 +194,8 @@ def check_models(encoder, head):
 def _checked_images(images, input_shape):
     """Passes `images` on only if the shape is `[batch, *input_shape]` and values are in [0, 1].
 
-    Needed in the graph: a loaded signature does not check the TensorSpec's
-    shape (TF 2.21 runs a `[1, 9, 8, 1]` batch through a `[None, 8, 8, 1]`
-    signature), and TF Serving feeds whatever the request holds.
+    Needed in the graph: the signature's TensorSpec leaves the shape open
+    (see the module doc), and TF Serving feeds whatever the request holds.
     """
     low, high = INPUT_RANGE
     shape = tf.shape(images)
@@ -219,7 +224,8 @@ def _checked_images(images, input_shape):
             ],
         )
     with tf.control_dependencies([range_check]):
-        return tf.identity(images)
+        # The shape is known from here on: the encoder and the outputs' metadata get it.
+        return tf.ensure_shape(tf.identity(images), (None, *input_shape))
 
 
 def _write_saved_model(encoder, head, input_shape, path):
@@ -227,7 +233,8 @@ def _write_saved_model(encoder, head, input_shape, path):
     archive.track(encoder)
     if head is not None:
         archive.track(head)
-    spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32, name=SERVING_INPUT)
+    # Any shape: `_checked_images` refuses a wrong one with a message that names the right one.
+    spec = tf.TensorSpec(None, tf.float32, name=SERVING_INPUT)
 
     def serve(images):
         embedding = encoder(_checked_images(images, input_shape), training=False)
