@@ -68,8 +68,19 @@ class TrainingModel(keras.Model):
             setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
 
     def fit(self, *args, **kwargs):
+        self.build_optimizer()
         with graph_errors_as_value_errors():
             return super().fit(*args, **kwargs)
+
+    def build_optimizer(self):
+        """Creates the optimizer's variables now, if it has none yet.
+
+        Created in the first train step instead, they make `tf.function` trace
+        that step twice (variables may only be created on a first trace).
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def evaluate(self, *args, **kwargs):
         with graph_errors_as_value_errors():
