@@ -76,9 +76,11 @@ class TrainingModel(keras.Model):
         """Creates the optimizer's variables now, if it has none yet.
 
         Created in the first train step instead, they make `tf.function` trace
-        that step twice (variables may only be created on a first trace).
+        that step twice (variables may only be created on a first trace). A
+        model not built yet (an encoder of unknown input shape) creates its
+        own variables in that step, so its optimizer waits for them.
         """
-        if self.optimizer is not None and not self.optimizer.built:
+        if self.built and self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
