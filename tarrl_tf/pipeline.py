@@ -1,7 +1,9 @@
 """The zoo pipeline: one row of an experiments file trained, evaluated and published.
 
 Rows are data (`benchmarks/experiments.json`): method, dataset, architecture,
-training budget, threat model, regularizer settings and the evaluation. One
+training budget, threat model, regularizer settings and the evaluation; an
+optional "mixed_precision" (`"bfloat16"`) trains the networks in bfloat16
+(`tarrl_tf.training.precision`; the encoder is saved in float32). One
 `run_row` pretrains the row's encoder, writes it and one evaluation report
 per task to `<output_dir>/<row>/`, and publishes the zoo entry `<row>` with
 its model card. `reevaluate_row` trains nothing: it measures a published
@@ -124,7 +126,7 @@ def _train(row, images, labels, run_dir, settings):
         row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
         steps=regularizer.get("steps", 5), seed=seed,
         epsilon_warmup_steps=regularizer.get("warmup_epochs", 0) * steps_per_epoch,
-        **needs, **options)
+        mixed_precision=row.get("mixed_precision"), **needs, **options)
 
     def dataset(first_epoch):  # Each epoch's order a function of (seed, epoch): resume is exact.
         if method.labeled:
@@ -139,6 +141,11 @@ def _train(row, images, labels, run_dir, settings):
         model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
         learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)
     return encoder, history, seconds
+
+
+def _precision_fact(row):
+    # Only rows that train in mixed precision say so; float32 is the default.
+    return {"mixed_precision": row["mixed_precision"]} if row.get("mixed_precision") else {}
 
 
 def _load_encoder(name, settings):
@@ -183,7 +190,8 @@ def run_row(row, settings):
                       "wall_clock_seconds": round(seconds, 1),
                       "train_examples": row.get("train_examples") or 0,
                       "learning_rate": row["learning_rate"], "hardware": "2 CPU cores",
-                      "command": f"python benchmarks/reproduce.py --row={row['name']}"},
+                      "command": f"python benchmarks/reproduce.py --row={row['name']}",
+                      **_precision_fact(row)},
             notes=row.get("notes")), settings.zoo_dir, replace=settings.replace)
     return results
 

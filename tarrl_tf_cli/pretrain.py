@@ -69,6 +69,9 @@ flags.DEFINE_string("suite", None,
                     "Attack suite of the evaluation (tarrl_tf.attacks.SUITES); its per-image worst "
                     "case is the headline.")
 flags.DEFINE_integer("num_examples", 1000, "Test examples to attack.")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"],
+                  "Train the encoder and projector in bfloat16 (augmentation, losses and R stay "
+                  "float32; the saved encoder is float32). Its training quality is unmeasured.")
 flags.DEFINE_integer("seed", 0, "Seed of everything random.")
 flags.DEFINE_string("output_dir", "runs/pretrain", "Where encoders and reports go.")
 FLAGS = flags.FLAGS
@@ -169,8 +172,9 @@ def train_run(tarrl_tf, name, images, weight, *, epochs=None, init_encoder=None)
     model, history, seconds = pretraining.pretrain(
         encoder, images, method=FLAGS.method, regularizer=regularizer, weight=weight,
         epochs=epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        warmup_epochs=min(FLAGS.warmup_epochs, epochs), regularize_on=FLAGS.regularize_on, seed=FLAGS.seed,
-        backup_dir=os.path.join(run_dir, "backup"), verbose=2,
+        warmup_epochs=min(FLAGS.warmup_epochs, epochs), regularize_on=FLAGS.regularize_on,
+        seed=FLAGS.seed, backup_dir=os.path.join(run_dir, "backup"),
+        mixed_precision=FLAGS.mixed_precision, verbose=2,
     )
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "encoder.keras")

@@ -14,7 +14,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _load_module():
-    # benchmarks/ is not a package. Loaded once: the module defines absl flags.
+    # Loaded once, by path (as the script runs): the module defines absl flags.
     path = REPO / "benchmarks" / "results_table.py"
     spec = importlib.util.spec_from_file_location("results_table", path)
     module = importlib.util.module_from_spec(spec)

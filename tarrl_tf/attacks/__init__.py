@@ -7,8 +7,10 @@ for the tools, the zoo checks and the tests.
 
 Rooms: `registry.py` (the `Attack` record and `ATTACKS`), `spec.py`
 (`AttackSpec`, `make_attack`), `run.py` (crafting and accuracies),
+`compiled.py` (attacks built and traced once per classifier and settings),
 `cleverhans_attacks.py` (the CleverHans attacks and their records; the table
-of names and norms is there), `art_attacks.py` (AutoAttack's attacks from
+of names and norms is there), `pgd.py` (CleverHans' PGD step in an in-graph
+loop), `art_attacks.py` (AutoAttack's attacks from
 IBM's Adversarial Robustness Toolbox), `suites.py` (`SUITES`: sets of attacks
 whose per-image worst case is the headline), `compat.py` (Keras 3 shims for
 CleverHans and ART).

@@ -101,7 +101,7 @@ def _apgd(spec, estimator):
     return generate
 
 
-def _apgd_ce(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max):
+def _apgd_ce(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max, **_):
     generate = _apgd(spec, ARTClassifier(model_fn, loss=cross_entropy, num_classes=num_classes,
                                          image_shape=image_shape, clip_min=clip_min,
                                          clip_max=clip_max))
@@ -112,7 +112,7 @@ def _apgd_ce(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max):
     return craft
 
 
-def _apgd_t(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max):
+def _apgd_t(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max, **_):
     loss = targeted_dlr if num_classes >= 4 else dlr if num_classes == 3 else margin
     estimator = ARTClassifier(model_fn, loss=loss, num_classes=num_classes,
                               image_shape=image_shape, clip_min=clip_min, clip_max=clip_max)
@@ -141,7 +141,7 @@ def _apgd_t(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max):
     return craft
 
 
-def _square(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max):
+def _square(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max, **_):
     # Square queries logits only (ART's margin loss); the estimator's loss is unused.
     estimator = ARTClassifier(model_fn, loss=cross_entropy, num_classes=num_classes,
                               image_shape=image_shape, clip_min=clip_min, clip_max=clip_max)

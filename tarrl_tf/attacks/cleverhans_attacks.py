@@ -3,28 +3,31 @@
 | name       | norm        | CleverHans function                           | run as          |
 |------------|-------------|-----------------------------------------------|-----------------|
 | `fgsm`     | inf (or 2)  | `fast_gradient_method`                        | `tf.function`   |
-| `pgd_linf` | inf         | `projected_gradient_descent`, random start    | `tf.function`   |
-| `pgd_l2`   | 2           | `projected_gradient_descent`, random start    | `tf.function`   |
-| `bim`      | inf (or 2)  | `basic_iterative_method`                      | `tf.function`   |
+| `pgd_linf` | inf         | its PGD step, random start (`pgd.py`)         | `tf.function`   |
+| `pgd_l2`   | 2           | its PGD step, random start (`pgd.py`)         | `tf.function`   |
+| `bim`      | inf (or 2)  | its PGD step, no random start (`pgd.py`)      | `tf.function`   |
 | `mim`      | inf (or 2)  | `momentum_iterative_method`                   | `tf.function`   |
 | `cw_l2`    | 2           | `CarliniWagnerL2`, projected onto the ball    | eager           |
 | `spsa`     | inf         | `projected_optimization` with `SPSAAdam`      | `tf.function`   |
 
+PGD and BIM keep each image's first misclassified iterate and skip the
+images already misclassified (see `pgd.py`); the others return their last one.
+
 Each runner is `build(spec, model_fn, *, image_shape, num_classes, clip_min,
-clip_max) -> craft(x, y)`; labels are always the true ones.
+clip_max, rng) -> craft(x, y)`; labels are always the true ones. `rng` is the
+compiled attack's `tf.random.Generator` (`compiled.py`), reset on every call.
 """
 
 import numpy as np
 import tensorflow as tf
-from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
 from cleverhans.tf2.attacks.carlini_wagner_l2 import CarliniWagnerL2
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
-from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 from cleverhans.tf2.attacks.spsa import margin_logit_loss, projected_optimization
 from cleverhans.tf2.utils import clip_eta
 from tensorflow.python.util import deprecation
 
+from tarrl_tf.attacks import pgd
 from tarrl_tf.attacks.compat import ResettableAdam, SPSAAdam
 from tarrl_tf.attacks.registry import Attack, register
 from tarrl_tf.robustness.search import madry_step_size
@@ -48,12 +51,11 @@ def _fgsm(spec, model_fn, *, clip_min, clip_max, **_):
     return craft
 
 
-def _pgd(spec, model_fn, *, clip_min, clip_max, **_):
+def _pgd(spec, model_fn, *, clip_min, clip_max, rng, **_):
     def attack_once(x, y):
-        return projected_gradient_descent(
-            model_fn, x, eps=spec.epsilon, eps_iter=spec.step_size, nb_iter=spec.steps,
-            norm=_ORDER[spec.norm], clip_min=clip_min, clip_max=clip_max, y=y, targeted=False,
-            rand_init=spec.random_start, sanity_checks=False)
+        return pgd.projected_gradient_descent(model_fn, x, y, spec=spec, clip_min=clip_min,
+                                              clip_max=clip_max,
+                                              rng=rng if spec.random_start else None)
 
     def craft(x, y):
         return _best_of_restarts(model_fn, attack_once, x, y, restarts=spec.restarts)
@@ -63,12 +65,9 @@ def _pgd(spec, model_fn, *, clip_min, clip_max, **_):
 
 def _bim(spec, model_fn, *, clip_min, clip_max, **_):
     def craft(x, y):
-        # sanity_checks=False: its checks are NumPy asserts on tensors, which
-        # fail in a graph; `check_images` has already checked the range.
-        return basic_iterative_method(
-            model_fn, x, eps=spec.epsilon, eps_iter=spec.step_size, nb_iter=spec.steps,
-            norm=_ORDER[spec.norm], clip_min=clip_min, clip_max=clip_max, y=y, targeted=False,
-            sanity_checks=False)
+        # CleverHans' `basic_iterative_method` is its PGD without a random start.
+        return pgd.projected_gradient_descent(model_fn, x, y, spec=spec, clip_min=clip_min,
+                                              clip_max=clip_max)
 
     return craft
 
@@ -113,7 +112,7 @@ def _spsa(spec, model_fn, *, clip_min, clip_max, **_):
     return craft
 
 
-def _cw_l2(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max):
+def _cw_l2(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max, **_):
     # Eager: CW's binary search and early abort are Python control flow on
     # tensor values (`if loss > prev * 0.9999: break`, NumPy range checks), and
     # each call creates a tf.Variable. Its gradient step is a tf.function already.
@@ -185,7 +184,8 @@ register(Attack("mim", norms=("inf", "2"), steps=10, build=_mim,
 register(Attack("cw_l2", norms=("2",), steps=100, build=_cw_l2, traced=False, costly=True,
                 options={"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 5,
                          "initial_const": 0.01}))
-register(Attack("spsa", norms=("inf",), steps=20, build=_spsa, costly=True,
+# SPSA draws from TF's global random ops inside CleverHans: seeded while tracing.
+register(Attack("spsa", norms=("inf",), steps=20, build=_spsa, costly=True, seeded_in_trace=True,
                 options={"learning_rate": 0.01, "spsa_samples": 128, "spsa_delta": 0.01},
                 # Adam moves a pixel by about the learning rate per step.
                 scaled_options=lambda epsilon, steps: {

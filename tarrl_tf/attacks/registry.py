@@ -22,7 +22,8 @@ class Attack:
         norms: the norms it supports (`"inf"`, `"2"`); the first is its default.
         steps: default number of iterations.
         build: `build(spec, model_fn, *, image_shape, num_classes, clip_min,
-            clip_max)` returns `craft(x, y) -> x_adv` for one batch.
+            clip_max, rng)` returns `craft(x, y) -> x_adv` for one batch; `rng`
+            is a `tf.random.Generator` for its random draws.
         step_size: `step_size(epsilon, steps)`, the default input-space step;
             None for attacks without one (Adam, random search).
         step_size_limit: the largest step, as a multiple of epsilon (APGD
@@ -32,6 +33,10 @@ class Attack:
         scaled_options: optional `scaled_options(epsilon, steps)`, defaults
             that depend on the radius (they override `options`).
         traced: run `craft` under one `tf.function` (False: eagerly, batch by batch).
+        seeded_in_trace: `craft` draws from TF's global random ops, not from
+            `rng`; they are seeded while tracing, so such an attack is traced
+            anew on every `run_attack` call (others are compiled once per
+            classifier and settings, see `compiled.py`).
         costly: too slow for a whole test set on a CPU; the evaluation's
             `subset_examples` runs it on the first examples only.
     """
@@ -45,6 +50,7 @@ class Attack:
     options: dict = dataclasses.field(default_factory=dict)
     scaled_options: Callable = None
     traced: bool = True
+    seeded_in_trace: bool = False
     costly: bool = False
 
     def defaults(self, epsilon, steps):

@@ -1,12 +1,9 @@
 """Running attacks on Keras classifiers: crafting, accuracies, report rows."""
 
-from contextlib import nullcontext
-
 import numpy as np
 import tensorflow as tf
 
-from tarrl_tf.attacks.compat import seeded_global_generators
-from tarrl_tf.attacks.registry import ATTACKS
+from tarrl_tf.attacks.compiled import compiled_attack
 from tarrl_tf.attacks.spec import AttackSpec, check_integer
 from tarrl_tf.checks import check_images
 from tarrl_tf.progress import Progress
@@ -39,6 +36,10 @@ def run_attack(
         seed: optional integer; the same seed gives the same random starts.
         verbose: show a progress bar with the images per second.
 
+    The attack is built (and traced) once per classifier and settings and
+    kept with the classifier (`compiled.py`): later calls, and a partial last
+    batch, reuse it.
+
     Returns:
         `x_adv`, float32 NumPy array of `x`'s shape, with
         `||x_adv - x|| <= spec.epsilon` in `spec.norm` and values in
@@ -52,26 +53,15 @@ def run_attack(
     if spec.epsilon == 0:
         # Nothing to search; also spares CleverHans divisions by a zero radius.
         return x.copy()
-    model_fn = _logits_fn(model)
-    num_classes = _num_classes(model_fn, x, y)
-    attack_batch = _attack_fn(
-        spec,
-        model_fn,
-        image_shape=x.shape[1:],
-        num_classes=num_classes,
-        clip_min=float(clip_min),
-        clip_max=float(clip_max),
-        seed=seed,
-    )
+    num_classes = _num_classes(model, x, y)
+    compiled = compiled_attack(model, spec, image_shape=x.shape[1:], num_classes=num_classes,
+                               clip_min=clip_min, clip_max=clip_max)
     x_adv = np.empty_like(x)
     progress = Progress(f"{spec.name} eps={spec.epsilon:.4g}", len(x)) if verbose else None
-    # Eager attacks (ART's) draw from the global generators: seeded once per
-    # call, so the same seed replays the same run while batches still differ.
-    seeded = nullcontext() if ATTACKS.get(spec.name).traced else seeded_global_generators(seed)
-    with seeded:
+    with compiled.seeded(seed):
         for start in range(0, len(x), batch_size):
             stop = min(start + batch_size, len(x))
-            x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
+            x_adv[start:stop] = compiled.attack(x[start:stop], y[start:stop])
             if progress is not None:
                 progress.update(stop)
     if progress is not None:
@@ -146,57 +136,8 @@ def evaluate_attacks(
     return rows
 
 
-def _attack_fn(spec, model_fn, *, image_shape, num_classes, clip_min, clip_max, seed):
-    """Returns `attack_batch(x, y) -> x_adv` on NumPy batches."""
-    attack = ATTACKS.get(spec.name)
-    craft = attack.build(spec, model_fn, image_shape=image_shape, num_classes=num_classes,
-                         clip_min=clip_min, clip_max=clip_max)
-    if not attack.traced:
-        return craft
-    return _TracedAttack(craft, image_shape=image_shape, seed=seed).run
-
-
-class _TracedAttack:
-    """Runs `craft(x, y)` under one `tf.function` traced once per `run_attack` call.
-
-    The batch dimension of the signature is `None`, so one trace serves every
-    batch, the last partial one included.
-    """
-
-    def __init__(self, craft, *, image_shape, seed):
-        self._craft = craft
-        self._seed = seed
-        signature = (
-            tf.TensorSpec((None, *image_shape), tf.float32),
-            tf.TensorSpec((None,), tf.int64),
-        )
-        # Traces `self`, not a closure: TF's retracing warning groups closures
-        # by their code, so one new function per run_attack call (one trace
-        # each) would be reported as retracing. autograph=False: CleverHans'
-        # loops run over Python ints and unroll at trace time.
-        self._function = tf.function(self, input_signature=signature, autograph=False)
-
-    def __call__(self, x, y):
-        if self._seed is not None:
-            # While tracing, this seeds only this function's graph (the global
-            # seed is untouched): the same seed replays the same random starts
-            # in a new run_attack call, while successive batches still differ.
-            tf.random.set_seed(self._seed)
-        return self._craft(x, y)
-
-    def run(self, x, y):
-        return self._function(x, y).numpy()
-
-
-def _logits_fn(model):
-    def model_fn(x):
-        return model(x, training=False)
-
-    return model_fn
-
-
-def _num_classes(model_fn, x, y):
-    logits = model_fn(tf.constant(x[:1]))
+def _num_classes(model, x, y):
+    logits = model(tf.constant(x[:1]), training=False)
     if len(logits.shape) != 2:
         raise ValueError(
             "The model must return logits of shape [batch, classes], "

@@ -20,6 +20,10 @@ class Method(keras.layers.Layer):
     def loss(self, z1, z2):
         raise NotImplementedError
 
+    def networks(self):
+        """The Keras models it trains (mixed precision runs them in bfloat16)."""
+        return []
+
 
 class ProjectorMethod(Method):
     """A method whose projector is a two-layer MLP (`Flatten -> Dense -> [BN] -> ReLU -> Dense`).
@@ -45,6 +49,9 @@ class ProjectorMethod(Method):
 
     def build(self, input_shape):
         self.projector.build(input_shape)
+
+    def networks(self):
+        return [self.projector]
 
     def call(self, features, training=None):
         return self.projector(features, training=training)

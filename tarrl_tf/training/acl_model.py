@@ -98,6 +98,9 @@ class ACLModel(BaselineModel):
         self.batch_statistics = resolve_batch_statistics(batch_statistics, encoder, self.method)
         self.build_from(encoder)
 
+    def precision_networks(self):
+        return [self.encoder] + self.method.networks()
+
     def build_parts(self, input_shape):
         self.method.build(self.encoder.compute_output_shape(input_shape))
         self.augmentation.build(input_shape)

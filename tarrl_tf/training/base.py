@@ -18,6 +18,7 @@ from tarrl_tf.checks import canonical_norm, graph_errors_as_value_errors
 from tarrl_tf.encoders import image_input_shape
 from tarrl_tf.robustness.search import madry_step_size, projected_gradient_ascent
 from tarrl_tf.training.checkpoints import finite_gradients, stopped_at_non_finite
+from tarrl_tf.training.precision import check_mixed_precision, mixed_precision
 
 
 def check_model(model, name):
@@ -53,7 +54,9 @@ class TrainingModel(keras.Model):
     `self.build_from(encoder)` at the end of `__init__`.
 
     `fit` and `evaluate` re-raise a failed in-graph input check
-    (`tarrl_tf.checks.checked_images`) as a ValueError.
+    (`tarrl_tf.checks.checked_images`) as a ValueError. With
+    `mixed_precision="bfloat16"` they run the networks of `precision_networks`
+    in bfloat16 (`tarrl_tf.training.precision`); all else stays float32.
     """
 
     metric_names = ()
@@ -63,17 +66,32 @@ class TrainingModel(keras.Model):
     # The data are `(images, indices)` (`data.pretraining_dataset(..., with_indices=True)`).
     takes_indices = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, mixed_precision=None, **kwargs):
         super().__init__(**kwargs)
+        self.mixed_precision = check_mixed_precision(mixed_precision)
         for name in self.metric_names:
             setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
 
     def fit(self, *args, **kwargs):
-        with graph_errors_as_value_errors(), stopped_at_non_finite(kwargs.get("callbacks")):
+        self.build_optimizer()
+        with graph_errors_as_value_errors(), stopped_at_non_finite(kwargs.get("callbacks")), \
+                self.precision():
             return super().fit(*args, **kwargs)
 
+    def build_optimizer(self):
+        """Creates the optimizer's variables now, if it has none yet.
+
+        Created in the first train step instead, they make `tf.function` trace
+        that step twice (variables may only be created on a first trace). A
+        model not built yet (an encoder of unknown input shape) creates its
+        own variables in that step, so its optimizer waits for them.
+        """
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def evaluate(self, *args, **kwargs):
-        with graph_errors_as_value_errors():
+        with graph_errors_as_value_errors(), self.precision():
             return super().evaluate(*args, **kwargs)
 
     @property
@@ -84,6 +102,14 @@ class TrainingModel(keras.Model):
         generators' states, which `save_weights` leaves out too.
         """
         return list(getattr(getattr(self, "regularizer", None), "variables", ()))
+
+    def precision(self):
+        """The block runs `precision_networks` in `mixed_precision` (nothing without one)."""
+        return mixed_precision(self.precision_networks(), self.mixed_precision)
+
+    def precision_networks(self):
+        """The networks that compute in `mixed_precision`: the encoder and what it feeds."""
+        return [self.encoder]
 
     def build_from(self, encoder):
         """Builds the model now if `encoder` has a known image input shape."""
@@ -150,6 +176,7 @@ class TrainingModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
+        config["mixed_precision"] = self.mixed_precision
         for name in self.nested_models + self.serialized_parts:
             value = getattr(self, name)
             config[name] = None if value is None else keras.saving.serialize_keras_object(value)

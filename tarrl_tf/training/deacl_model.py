@@ -120,6 +120,9 @@ class DeACLModel(BaselineModel):
         """The student: the encoder this model trains."""
         return self.student
 
+    def precision_networks(self):
+        return [self.student, self.teacher]
+
     def build_parts(self, input_shape):
         sizes = [math.prod(model.compute_output_shape(input_shape)[1:])
                  for model in (self.student, self.teacher)]

@@ -150,6 +150,7 @@ def pretrain(
     batch_statistics=None,
     seed=0,
     backup_dir=None,
+    mixed_precision=None,
     verbose=1,
 ):
     """Pretrains `encoder` on unlabeled `images` with `ssl_loss + weight * R`.
@@ -170,6 +171,8 @@ def pretrain(
         batch_statistics: see `TARRLModel`; None decides from the encoder.
         seed: seed for views, random starts and shuffling.
         backup_dir: see `fit_model`.
+        mixed_precision: None (float32) or `"bfloat16"`: the encoder and the
+            projector compute in bfloat16 during training (see `TARRLModel`).
         verbose: Keras verbosity.
 
     Returns:
@@ -182,7 +185,7 @@ def pretrain(
         encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
         epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
         regularize_on=regularize_on, regularized_fraction=regularized_fraction,
-        batch_statistics=batch_statistics, seed=seed,
+        batch_statistics=batch_statistics, seed=seed, mixed_precision=mixed_precision,
     )
 
     def dataset(first_epoch):

@@ -75,6 +75,9 @@ class SupervisedATModel(BaselineModel):
             [keras.layers.Flatten(), keras.layers.Dense(num_classes, name="logits")], name="head")
         self.build_from(encoder)
 
+    def precision_networks(self):
+        return [self.encoder, self.head]
+
     def build_parts(self, input_shape):
         self.head.build(self.encoder.compute_output_shape(input_shape))
 

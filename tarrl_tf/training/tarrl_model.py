@@ -75,6 +75,10 @@ class TARRLModel(TrainingModel):
             keep `f(x')` near `f(x)`, not also to move `f(x)`. Cheaper by the
             anchor's backward pass.
         seed: seed for the views and the regularizer's random starts.
+        mixed_precision: None (float32) or `"bfloat16"`: in `fit` and
+            `evaluate` the encoder and the projector compute in bfloat16 (their
+            output layers, the augmentation, losses, `R` and the metrics in
+            float32; `tarrl_tf.training.precision`). Every `TrainingModel` takes it.
 
     Estimators that remember each image (`regularizers.PersistentPGD`) take
     the images' indices as the data's second element, `(images, indices)`,
@@ -150,6 +154,9 @@ class TARRLModel(TrainingModel):
         self.augmentation.build(input_shape)
         if hasattr(self.regularizer, "build"):
             self.regularizer.build(input_shape)
+
+    def precision_networks(self):
+        return [self.encoder] + self.method.networks()
 
     @property
     def takes_indices(self):

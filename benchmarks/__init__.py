@@ -1,0 +1,1 @@
+"""Benchmarks: the speed benchmark (`python -m benchmarks.speed`) and the scripts behind RESULTS.md."""

@@ -1,0 +1,92 @@
+"""Compiled attacks, kept per classifier: an attack is built and traced once per settings.
+
+An evaluation runs the same attacks on the same classifier many times (every
+report row, the sanity checks, a suite's re-runs with fewer iterations). Each
+`run_attack` call used to build and trace its attack anew, seconds each; here
+the built attack (and its `tf.function`, with a `None` batch dimension, so a
+partial last batch does not retrace) is kept for as long as the classifier
+lives, keyed by the settings that shape it.
+"""
+
+import contextlib
+import random
+import weakref
+
+import tensorflow as tf
+
+from tarrl_tf.attacks.compat import seeded_global_generators
+from tarrl_tf.attacks.registry import ATTACKS
+
+# classifier -> {settings: CompiledAttack}; the entries go with their classifier.
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def compiled_attack(model, spec, *, image_shape, num_classes, clip_min, clip_max):
+    """The `CompiledAttack` of `spec` on `model`, built on the first call with these settings."""
+    settings = dict(image_shape=tuple(int(d) for d in image_shape), num_classes=int(num_classes),
+                    clip_min=float(clip_min), clip_max=float(clip_max))
+    if ATTACKS.get(spec.name).seeded_in_trace:
+        return CompiledAttack(model, spec, **settings)
+    per_model = _CACHE.setdefault(model, {})
+    key = (spec, *settings.values())
+    if key not in per_model:
+        per_model[key] = CompiledAttack(model, spec, **settings)
+    return per_model[key]
+
+
+def logits_fn(model):
+    """`model` in inference mode, held weakly so a kept attack does not keep its classifier alive."""
+    ref = weakref.ref(model)
+
+    def model_fn(x):
+        return ref()(x, training=False)
+
+    return model_fn
+
+
+class CompiledAttack:
+    """`attack(x, y) -> x_adv` on NumPy batches; `seeded(seed)` around the batches of one run."""
+
+    def __init__(self, model, spec, *, image_shape, num_classes, clip_min, clip_max):
+        self._attack = ATTACKS.get(spec.name)
+        # Created here, outside any trace; reset by `seeded` at the start of every run.
+        self._rng = tf.random.Generator.from_seed(0)
+        self._trace_seed = None
+        self._craft = self._attack.build(spec, logits_fn(model), image_shape=image_shape,
+                                         num_classes=num_classes, clip_min=clip_min,
+                                         clip_max=clip_max, rng=self._rng)
+        self._function = None
+        if self._attack.traced:
+            signature = (tf.TensorSpec((None, *image_shape), tf.float32),
+                         tf.TensorSpec((None,), tf.int64))
+            # Traces `self`, not a closure: TF's retracing warning groups closures by
+            # their code, so one function per settings would be reported as retracing.
+            # autograph=False: CleverHans' loops run over Python ints and unroll at trace time.
+            self._function = tf.function(self, input_signature=signature, autograph=False)
+
+    def __call__(self, x, y):
+        if self._trace_seed is not None:
+            # Seeds only this function's graph (the global seed is untouched).
+            tf.random.set_seed(self._trace_seed)
+        return self._craft(x, y)
+
+    @contextlib.contextmanager
+    def seeded(self, seed):
+        """One run's seed: the same seed replays the same random draws, batch after batch."""
+        if not self._attack.traced:
+            # Eager attacks (ART's) draw from NumPy's and Python's global generators.
+            with seeded_global_generators(seed):
+                yield
+            return
+        self._trace_seed = seed  # only read by `seeded_in_trace` attacks, traced once per run
+        self._rng.reset_from_seed(random.SystemRandom().getrandbits(62) if seed is None else seed)
+        yield
+
+    def attack(self, x, y):
+        if self._function is None:
+            return self._craft(x, y)
+        return self._function(x, y).numpy()
+
+    def tracing_count(self):
+        """Traces of the compiled function so far (0 for eager attacks)."""
+        return 0 if self._function is None else self._function.experimental_get_tracing_count()
