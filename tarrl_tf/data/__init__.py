@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from tarrl_tf import checks
 from tarrl_tf.data import npz, tfds_source
+from tarrl_tf.data.epochs import epoch_batches  # noqa: F401
 
 SPLITS = npz.SPLITS
 
