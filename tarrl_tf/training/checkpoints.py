@@ -3,7 +3,9 @@
 `AtomicBackupAndRestore` is `keras.callbacks.BackupAndRestore` with each
 end-of-epoch backup written as a whole: the weights and the epoch go into a
 hidden temporary folder in the backup folder, are synced to disk and the
-folder is then renamed to `epoch_NNNN/`. The previous backup is deleted only
+folder is then renamed to `epoch_NNNN/`; `state.json` also keeps the states
+of the model's random generators, so a resumed run draws the views and random
+starts the interrupted one would have. The previous backup is deleted only
 after that, so a kill (even in the middle of writing the weights) leaves the
 last complete backup in place, and the rerun resumes from it. At the start, a
 backup that does not load (damaged on disk) is skipped with a warning in
@@ -82,10 +84,20 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.resumed_from = None
 
     def on_train_begin(self, logs=None):
+        if self.resumed_from is None:
+            self.restore()
+
+    def restore(self):
+        """Loads the newest backup that loads into the model; returns its epoch (0: none).
+
+        `fit` calls it at the start; call it before to learn the epoch a run
+        resumes at (e.g. to build the batches of the epochs left), and `fit`
+        then does not load the backup again.
+        """
         if not self.model.built:
             raise ValueError("To use AtomicBackupAndRestore, build the model before fit()")
         if not os.path.isdir(self.backup_dir):
-            return
+            return 0
         for name in os.listdir(self.backup_dir):  # What a kill left half-written.
             if name.startswith(_TEMPORARY_PREFIX):
                 shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
@@ -105,12 +117,13 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model._initial_epoch = epoch
             self.resumed_from = path
             print(f"Resuming after epoch {epoch} from the backup {path}", flush=True)
-            return
+            return epoch
         if failures:
             raise BackupError(
                 "Cannot resume: no backup in " + self.backup_dir + " loads ("
                 + "; ".join(failures) + "). Delete the folder to start this run from scratch: "
                 f"rm -r {self.backup_dir!r}")
+        return 0
 
     def _restore(self, path, legacy_weights=None):
         """Loads the backup in `path` into the model; returns its epoch."""
@@ -121,9 +134,17 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             with open(os.path.join(path, "training_metadata.json")) as f:
                 return int(json.load(f)["epoch"])
         with open(os.path.join(path, STATE_FILE)) as f:
-            epoch = int(json.load(f)["epoch"])
+            state = json.load(f)
         self.model.load_weights(os.path.join(path, WEIGHTS_FILE))
-        return epoch
+        generators = _seed_states(self.model)
+        saved = state.get("seed_generators")
+        if saved is not None:
+            if len(saved) != len(generators):  # (their names are numbered per process)
+                raise ValueError(f"it has {len(saved)} random generators, the model "
+                                 f"{len(generators)}")
+            for variable, value in zip(generators, saved):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+        return int(state["epoch"])
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -134,7 +155,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             weights = os.path.join(tmp, WEIGHTS_FILE)
             self.model.save_weights(weights, overwrite=True)
             _fsync(weights)
-            write_atomic(os.path.join(tmp, STATE_FILE), json.dumps({"epoch": epoch}))
+            generators = [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]
+            write_atomic(os.path.join(tmp, STATE_FILE),
+                         json.dumps({"epoch": epoch, "seed_generators": generators}))
             _fsync(tmp)
             if os.path.exists(final):  # From an earlier attempt at this epoch.
                 shutil.rmtree(final)
@@ -145,6 +168,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             raise
         for _, old in backups(self.backup_dir)[self.keep:]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _seed_states(model):
+    """The states of `model`'s random generators (views, random starts), in a fixed order.
+
+    Keras' weights file leaves them out; a resumed run that started them again
+    would draw other views than the interrupted run would have.
+    """
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
