@@ -24,6 +24,7 @@ import json
 import pathlib
 
 import keras
+import tensorflow as tf
 
 from tarrl_tf import data, evaluation, training, zoo
 from tarrl_tf.evaluation import reports
@@ -125,13 +126,16 @@ def _train(row, images, labels, run_dir, settings):
         steps=regularizer.get("steps", 5), seed=seed,
         epsilon_warmup_steps=regularizer.get("warmup_epochs", 0) * steps_per_epoch,
         **needs, **options)
-    if method.labeled:
-        dataset = data.supervised_dataset(images, labels, batch_size=row["batch_size"],
-                                          shuffle=True, seed=seed)
-    else:
-        dataset = data.pretraining_dataset(
-            images, batch_size=row["batch_size"], seed=seed,
+    distribute.check_global_batch(row["batch_size"], tf.distribute.get_strategy())
+
+    def dataset(first_epoch):
+        # Epoch e's order follows from (seed, e): the same on any number of devices and after
+        # a resume.
+        return data.epoch_batches(
+            images, labels if method.labeled else None, batch_size=row["batch_size"], seed=seed,
+            epochs=row["epochs"], first_epoch=first_epoch,
             with_indices=model.takes_indices)
+
     history, seconds = pretraining.fit_model(
         model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
         learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)

@@ -7,11 +7,13 @@ import time
 import warnings
 
 import keras
+import tensorflow as tf
 
 from tarrl_tf import data, encoders
 from tarrl_tf.files import write_atomic
 from tarrl_tf.robustness import regularizers
 from tarrl_tf.robustness.regularizers import ESTIMATORS  # noqa: F401 (its old home)
+from tarrl_tf.training import distribute
 from tarrl_tf.training.checkpoints import AtomicBackupAndRestore, StopOnNonFinite
 from tarrl_tf.training.tarrl_model import TARRLModel
 
@@ -46,8 +48,12 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
 
     Args:
         model: a training model (`TARRLModel` or a baseline).
-        dataset: a batched `tf.data.Dataset`.
-        steps_per_epoch: batches per epoch (for the schedule).
+        dataset: a batched `tf.data.Dataset` (iterated once per epoch), or
+            `dataset(first_epoch)` giving the batches of the epochs
+            `first_epoch` to `epochs - 1` (`data.epoch_batches`): a resumed run
+            then trains on the batches the interrupted one would have seen.
+        steps_per_epoch: batches per epoch (for the schedule, and of each
+            epoch of a `dataset(first_epoch)`).
         epochs: training epochs.
         learning_rate: Adam's initial learning rate.
         backup_dir: a folder for the end-of-epoch backups
@@ -56,6 +62,9 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
             resumes after its last complete epoch, and the seconds returned
             count the runs before the restart too.
         verbose: Keras verbosity.
+
+    Under `tf.distribute`, call it in the strategy's scope (the optimizer's
+    variables are created here).
 
     Raises:
         checkpoints.NonFiniteError: a loss term or the weights became NaN or
@@ -68,10 +77,19 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
     clock = TrainingClock(backup_dir)
     # The check first: a non-finite epoch is never backed up.
     callbacks = [StopOnNonFinite(backup_dir)]
-    callbacks += [AtomicBackupAndRestore(backup_dir)] if backup_dir else []
+    first_epoch, options = 0, {}
+    if backup_dir:
+        backup = AtomicBackupAndRestore(backup_dir)
+        callbacks.append(backup)
+        if callable(dataset):  # The epoch to resume at decides the batches.
+            backup.set_model(model)
+            first_epoch = backup.restore()
+    if callable(dataset):
+        dataset = dataset(first_epoch)
+        options = {"steps_per_epoch": steps_per_epoch, "initial_epoch": first_epoch}
     # The dataset is shuffled already (and Keras would warn that shuffle=True is ignored).
     history = model.fit(dataset, epochs=epochs, callbacks=callbacks + [clock], verbose=verbose,
-                        shuffle=False)
+                        shuffle=False, **options)
     return history.history, clock.seconds
 
 
@@ -132,6 +150,7 @@ def pretrain(
     batch_statistics=None,
     seed=0,
     backup_dir=None,
+    strategy=None,
     verbose=1,
 ):
     """Pretrains `encoder` on unlabeled `images` with `ssl_loss + weight * R`.
@@ -143,7 +162,8 @@ def pretrain(
         regularizer: a regularizer, or None for plain SSL.
         weight: the regularizer's weight; 0 gives plain SSL.
         epochs: training epochs.
-        batch_size: images per step.
+        batch_size: images per step: the GLOBAL batch, split over the
+            strategy's replicas (a multiple of their number).
         learning_rate: Adam's learning rate (cosine-decayed to 0).
         warmup_epochs: epochs over which epsilon and weight ramp up.
         regularize_on: `"images"` or `"views"` (see `TARRLModel`).
@@ -152,22 +172,34 @@ def pretrain(
         batch_statistics: see `TARRLModel`; None decides from the encoder.
         seed: seed for views, random starts and shuffling.
         backup_dir: see `fit_model`.
+        strategy: the `tf.distribute.Strategy` to train under; None: the one
+            the encoder was built under (else the current one). The encoder
+            must be built in its scope (`with strategy.scope(): encoder =
+            make_encoder(...)`); the training model and the optimizer are
+            built there too, and Keras distributes the batches.
         verbose: Keras verbosity.
 
     Returns:
         `(model, history, seconds)`: the `TARRLModel`, the Keras history dict
         and the wall-clock training time.
     """
+    strategy = strategy or distribute.strategy_of(encoder) or tf.distribute.get_strategy()
+    distribute.check_built_in(strategy, encoder)
+    distribute.check_global_batch(batch_size, strategy)
     steps_per_epoch = len(images) // batch_size
     warmup_steps = warmup_epochs * steps_per_epoch
-    model = TARRLModel(
-        encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
-        epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
-        regularize_on=regularize_on, regularized_fraction=regularized_fraction,
-        batch_statistics=batch_statistics, seed=seed,
-    )
-    dataset = data.pretraining_dataset(images, batch_size=batch_size, seed=seed,
-                                       with_indices=model.takes_indices)
-    history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                                 learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)
+    with strategy.scope():
+        model = TARRLModel(
+            encoder, method=method, regularizer=regularizer if weight > 0 else None,
+            weight=weight, epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
+            regularize_on=regularize_on, regularized_fraction=regularized_fraction,
+            batch_statistics=batch_statistics, seed=seed,
+        )
+        def dataset(first_epoch):
+            return data.epoch_batches(images, batch_size=batch_size, seed=seed, epochs=epochs,
+                                      first_epoch=first_epoch, with_indices=model.takes_indices)
+
+        history, seconds = fit_model(
+            model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
+            learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)
     return model, history, seconds
