@@ -11,6 +11,11 @@ Examples (`python -m tools.pretrain` in a clone):
         --epochs=10 --output_dir=runs/mnist
     tarrl-pretrain --dataset=cifar10 --data_dir=~/tensorflow_datasets --epsilon=0.0314 \
         --estimator=fgsm --nobaseline --noevaluate
+    tarrl-pretrain --strategy=mirrored --batch_size=512    # every GPU of this host
+
+--batch_size is the GLOBAL batch, split over the replicas of --strategy. Under
+--strategy=multi_worker run the same command on every host, each with its
+$TF_CONFIG; the chief (worker 0) writes the encoders and reports.
 """
 
 import os
@@ -47,6 +52,10 @@ flags.DEFINE_integer("warmup_epochs", 2, "Epochs over which epsilon and weight r
 flags.DEFINE_integer("epochs", 30, "Pretraining epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Pretraining batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (cosine decay).")
+flags.DEFINE_string("strategy", "default",
+                    "tf.distribute strategy of training (tarrl_tf.training.distribute.STRATEGIES): "
+                    "default, mirrored (every GPU of this host), multi_worker (the hosts of "
+                    "$TF_CONFIG). --batch_size is global.")
 flags.DEFINE_boolean("baseline", True, "Also train plain SimCLR (weight 0) the same way.")
 flags.DEFINE_boolean("evaluate", True, "Evaluate each encoder downstream after training.")
 flags.DEFINE_string("task", "labels", "Downstream task of the evaluation.")
@@ -76,7 +85,9 @@ def main(argv):
     from tarrl_tf.evaluation import reports
     from tarrl_tf.robustness import divergences, regularizers
     from tarrl_tf.ssl import methods
+    from tarrl_tf.training import distribute
 
+    startup.check_registered("strategy", FLAGS.strategy, distribute.STRATEGIES.names())
     startup.check_registered("architecture", FLAGS.architecture,
                              ("auto", *encoders.ARCHITECTURES.names()))
     startup.check_registered("method", FLAGS.method, methods.METHODS.names())
@@ -92,6 +103,8 @@ def main(argv):
             startup.check_epsilon("epsilons", spec.epsilon, spec.norm)
         info = data.info(FLAGS.dataset, data_dir=FLAGS.data_dir)
         evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
+    strategy = distribute.make_strategy(FLAGS.strategy)
+    distribute.check_global_batch(FLAGS.batch_size, strategy)
     images, _ = data.load_arrays(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                                  max_examples=FLAGS.train_examples)
     runs = {"tarrl": FLAGS.weight}
@@ -99,7 +112,9 @@ def main(argv):
         runs["simclr"] = 0.0
     results, written = {}, []
     for name, weight in runs.items():
-        encoder, path, seconds = train_run(tarrl_tf, name, images, weight)
+        encoder, path, seconds = train_run(tarrl_tf, name, images, weight, strategy)
+        if not distribute.is_chief(strategy):
+            continue  # The chief writes and evaluates; the workers only train with it.
         written.append(path)
         if not FLAGS.evaluate:
             continue
@@ -118,23 +133,31 @@ def main(argv):
     startup.summary(written)
 
 
-def train_run(tarrl_tf, name, images, weight):
+def train_run(tarrl_tf, name, images, weight, strategy):
     pretraining = tarrl_tf.training.pretraining
-    encoder = pretraining.make_encoder(images.shape[1:], architecture=FLAGS.architecture,
-                                       width=FLAGS.width, seed=FLAGS.seed)
+    from tarrl_tf.training import distribute
+
+    with strategy.scope():  # the encoder's weights are the strategy's (mirrored) variables
+        encoder = pretraining.make_encoder(images.shape[1:], architecture=FLAGS.architecture,
+                                           width=FLAGS.width, seed=FLAGS.seed)
     regularizer = pretraining.make_regularizer(
         FLAGS.estimator, epsilon=FLAGS.epsilon, norm=FLAGS.norm, steps=FLAGS.steps,
         divergence=FLAGS.divergence, num_examples=len(images))
     run_dir = os.path.join(FLAGS.output_dir, name)
-    print(f"\n== {name}: weight {weight}, {len(images)} images, {FLAGS.epochs} epochs", flush=True)
+    replicas = strategy.num_replicas_in_sync
+    print(f"\n== {name}: weight {weight}, {len(images)} images, {FLAGS.epochs} epochs"
+          + (f", {replicas} replicas ({FLAGS.strategy})" if replicas > 1 else ""), flush=True)
     model, history, seconds = pretraining.pretrain(
         encoder, images, method=FLAGS.method, regularizer=regularizer, weight=weight,
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         warmup_epochs=FLAGS.warmup_epochs, regularize_on=FLAGS.regularize_on, seed=FLAGS.seed,
-        backup_dir=os.path.join(run_dir, "backup"), verbose=2,
+        backup_dir=distribute.worker_path(os.path.join(run_dir, "backup"), strategy),
+        strategy=strategy, verbose=2,
     )
-    os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "encoder.keras")
+    if not distribute.is_chief(strategy):
+        return encoder, path, seconds
+    os.makedirs(run_dir, exist_ok=True)
     model.encoder.save(path)
     print(f"Saved {path} ({seconds:.0f} s of training)", flush=True)
     return encoder, path, seconds

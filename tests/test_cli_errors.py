@@ -18,6 +18,7 @@ ENCODER = REPO_ROOT / "tests" / "data" / "tarrl_model_0_1_0.keras"
 def run_tool(module, *args, cwd):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("TARRL_TF_TRACEBACK", None)
+    env.pop("TF_CONFIG", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -43,6 +44,8 @@ BAD_INPUTS = [
     ("pretrain", ["--epsilons=8/255", "--task=parrity"], "Unknown task 'parrity'"),
     ("pretrain", ["--dataset=npz:missing.npz"], "missing.npz"),
     ("pretrain", ["--estimator=nope"], "--estimator='nope' is not registered"),
+    ("pretrain", ["--strategy=tpu_pod"], "--strategy='tpu_pod' is not registered"),
+    ("pretrain", ["--strategy=multi_worker"], "$TF_CONFIG, which is not set"),
     ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--attacks=nope"], "nope"),
     ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--task=parrity"],
      "Unknown task 'parrity'"),
