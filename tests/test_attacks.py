@@ -348,6 +348,21 @@ def test_seed_makes_random_starts_reproducible(name, classifier, test_set):
     assert np.abs(first - other).max() > 1e-4
 
 
+@pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "spsa", "apgd_ce", "square"])
+def test_a_slice_from_a_batch_boundary_is_attacked_as_in_the_whole_set(name, classifier, test_set):
+    # Each batch's random numbers follow from (seed, its first image) alone: shards of a test
+    # set reproduce the whole run image by image.
+    x, y = test_set[0][:10], test_set[1][:10]
+    spec = fast_spec(name, 0.5 * LARGE_EPS[default_norm(name)], steps=2)
+    whole = attacks.run_attack(classifier, x, y, spec, seed=3, batch_size=4)
+    part = attacks.run_attack(classifier, x[4:], y[4:], spec, seed=3, batch_size=4, first_index=4)
+    np.testing.assert_array_equal(part, whole[4:])
+    # Without first_index the slice's first batch would draw the set's first batch's numbers.
+    if name != "spsa":  # (SPSA's perturbations may not change its few images' result)
+        shifted = attacks.run_attack(classifier, x[4:], y[4:], spec, seed=3, batch_size=4)
+        assert np.abs(shifted - whole[4:]).max() > 1e-6
+
+
 # --- Input checks ----------------------------------------------------------------------
 
 

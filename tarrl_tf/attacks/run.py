@@ -1,11 +1,9 @@
 """Running attacks on Keras classifiers: crafting, accuracies, report rows."""
 
-from contextlib import nullcontext
-
 import numpy as np
 import tensorflow as tf
 
-from tarrl_tf.attacks.compat import seeded_global_generators
+from tarrl_tf.attacks.compat import random_ops_from, seeded_global_generators
 from tarrl_tf.attacks.registry import ATTACKS
 from tarrl_tf.attacks.spec import AttackSpec, check_integer
 from tarrl_tf.checks import check_images
@@ -22,6 +20,7 @@ def run_attack(
     clip_min=0.0,
     clip_max=1.0,
     seed=None,
+    first_index=0,
     verbose=False,
 ):
     """Crafts adversarial examples for a Keras classifier.
@@ -37,6 +36,13 @@ def run_attack(
         clip_min: smallest valid pixel value.
         clip_max: largest valid pixel value.
         seed: optional integer; the same seed gives the same random starts.
+            Each batch draws them from `(seed, index of its first image)`
+            alone (`batch_seed`), not from the batches before it.
+        first_index: the index of `x[0]` in a larger set of which `x` is a
+            slice. A slice starting at a multiple of `batch_size` is cut into
+            the batches the whole set is, with the same seeds: its images get
+            the results the run on the whole set gives them (a test set
+            attacked in shards, `tarrl_tf.evaluation.shards`).
         verbose: show a progress bar with the images per second.
 
     Returns:
@@ -63,20 +69,29 @@ def run_attack(
         clip_max=float(clip_max),
         seed=seed,
     )
+    first_index = check_integer(first_index, "first_index", minimum=0)
     x_adv = np.empty_like(x)
     progress = Progress(f"{spec.name} eps={spec.epsilon:.4g}", len(x)) if verbose else None
-    # Eager attacks (ART's) draw from the global generators: seeded once per
-    # call, so the same seed replays the same run while batches still differ.
-    seeded = nullcontext() if ATTACKS.get(spec.name).traced else seeded_global_generators(seed)
-    with seeded:
-        for start in range(0, len(x), batch_size):
-            stop = min(start + batch_size, len(x))
-            x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
-            if progress is not None:
-                progress.update(stop)
+    traced = ATTACKS.get(spec.name).traced
+    for start in range(0, len(x), batch_size):
+        stop = min(start + batch_size, len(x))
+        this_seed = None if seed is None else batch_seed(seed, first_index + start)
+        if traced:
+            x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop], this_seed)
+        else:
+            # Eager attacks (ART's) draw from NumPy's and Python's global generators.
+            with seeded_global_generators(this_seed):
+                x_adv[start:stop] = attack_batch(x[start:stop], y[start:stop])
+        if progress is not None:
+            progress.update(stop)
     if progress is not None:
         progress.close()
     return x_adv
+
+
+def batch_seed(seed, first_image):
+    """The seed of the batch that starts at image `first_image` of a run seeded with `seed`."""
+    return int(np.random.SeedSequence([seed, first_image]).generate_state(1)[0])
 
 
 def clean_accuracy(model, x, y, *, batch_size=256, clip_min=0.0, clip_max=1.0):
@@ -160,32 +175,36 @@ class _TracedAttack:
     """Runs `craft(x, y)` under one `tf.function` traced once per `run_attack` call.
 
     The batch dimension of the signature is `None`, so one trace serves every
-    batch, the last partial one included.
+    batch, the last partial one included. Seeded, its random numbers come from
+    a `tf.random.Generator` reset from each batch's seed (`compat.random_ops_from`).
     """
 
     def __init__(self, craft, *, image_shape, seed):
         self._craft = craft
-        self._seed = seed
+        self._generator = None if seed is None else tf.random.Generator.from_seed(seed)
         signature = (
             tf.TensorSpec((None, *image_shape), tf.float32),
             tf.TensorSpec((None,), tf.int64),
         )
+        if self._generator is not None:
+            signature += (tf.TensorSpec((3,), tf.int64),)  # Philox: a counter and a key
         # Traces `self`, not a closure: TF's retracing warning groups closures
         # by their code, so one new function per run_attack call (one trace
         # each) would be reported as retracing. autograph=False: CleverHans'
         # loops run over Python ints and unroll at trace time.
         self._function = tf.function(self, input_signature=signature, autograph=False)
 
-    def __call__(self, x, y):
-        if self._seed is not None:
-            # While tracing, this seeds only this function's graph (the global
-            # seed is untouched): the same seed replays the same random starts
-            # in a new run_attack call, while successive batches still differ.
-            tf.random.set_seed(self._seed)
+    def __call__(self, x, y, state=None):
+        if state is not None:
+            self._generator.reset(state)
         return self._craft(x, y)
 
-    def run(self, x, y):
-        return self._function(x, y).numpy()
+    def run(self, x, y, seed=None):
+        if self._generator is None:
+            return self._function(x, y).numpy()
+        with random_ops_from(self._generator):
+            state = tf.constant([0, 0, seed], tf.int64)
+            return self._function(x, y, state).numpy()
 
 
 def _logits_fn(model):
