@@ -92,6 +92,8 @@ def main(argv):
     info = data.info(FLAGS.dataset, data_dir=FLAGS.data_dir)
     evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
     shard = None if FLAGS.shard is None else (FLAGS.shard, FLAGS.num_shards)
+    # Before any work (a smaller test set than --num_examples is checked once it is loaded).
+    shards.span(FLAGS.num_examples, FLAGS.batch_size, shard)
     encoder = evaluation.load_encoder(FLAGS.encoder)
     report, _, _ = evaluation.evaluate_on_dataset(
         encoder, encoder_name=FLAGS.encoder, dataset=FLAGS.dataset, task=FLAGS.task,

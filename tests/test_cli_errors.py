@@ -54,6 +54,14 @@ BAD_INPUTS = [
     ("evaluate", ["--encoder=truncated.keras", "--output_dir=out"],
      "truncated.keras exists but is not a readable .keras file"),
     ("evaluate", ["--encoder=missing.keras", "--output_dir=out"], "missing.keras"),
+    ("evaluate", ["--output_dir=out"], "--encoder is required (unless --merge)"),
+    ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--shard=1"],
+     "--shard and --num_shards go together"),
+    ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--shard=2", "--num_shards=2"],
+     "--shard=2 must be below --num_shards=2"),
+    ("evaluate", ["--encoder=good.keras", "--output_dir=out", "--shard=0", "--num_shards=9",
+                  "--num_examples=100"], "9 shards of 1 batches"),
+    ("evaluate", ["--merge=no_shards", "--output_dir=out"], "no_shards"),
 ]
 
 
