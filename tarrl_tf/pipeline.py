@@ -138,7 +138,8 @@ def _train(row, images, labels, run_dir, settings):
 
     history, seconds = pretraining.fit_model(
         model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
-        learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)
+        learning_rate=row["learning_rate"], verbose=2,
+        backup_dir=distribute.worker_path(str(run_dir / "backup"), tf.distribute.get_strategy()))
     return encoder, history, seconds
 
 
@@ -160,7 +161,11 @@ def _copy_weights(source, target):
 
 
 def run_row(row, settings):
-    """Trains, evaluates and (with `settings.publish`) publishes one row; returns the reports."""
+    """Trains, evaluates and (with `settings.publish`) publishes one row; returns the reports.
+
+    Under `multi_worker` every worker trains; the chief alone saves, evaluates and
+    publishes (the others return `{}`).
+    """
     row = prepared(row, settings)
     if settings.publish and not settings.replace:
         check_unpublished(row["name"], settings.zoo_dir)  # Before hours of training, not after.
@@ -170,7 +175,12 @@ def run_row(row, settings):
                                       "train", max_examples=row.get("train_examples"))
     print(f"\n== {row['name']}: {row['method']} on {len(images)} {row['dataset']} images")
     encoder, history, seconds = train(row, images, labels, run_dir, settings)
+    if not distribute.is_chief(distribute.make_strategy(settings.strategy)):
+        return {}  # The chief (worker 0) saves, evaluates and publishes.
     encoder.save(run_dir / "encoder.keras")
+    if settings.strategy != "default":
+        # Evaluated outside the strategy: its passes must not wait for replicas or workers.
+        encoder = keras.models.load_model(run_dir / "encoder.keras")
     results, head = evaluate_row(
         row, encoder, run_dir, settings, pretraining_seconds=seconds,
         final_training_metrics={k: v[-1] for k, v in history.items()})

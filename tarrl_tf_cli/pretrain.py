@@ -119,6 +119,10 @@ def main(argv):
         if not FLAGS.evaluate:
             continue
         print(f"\n== {name}: evaluating on {FLAGS.dataset} ({FLAGS.task})", flush=True)
+        if FLAGS.strategy != "default":
+            # The saved encoder, outside the strategy: the evaluation's passes must not wait
+            # for replicas (or workers) that do not evaluate.
+            encoder = evaluation.load_encoder(path)
         report, _, _ = evaluation.evaluate_on_dataset(
             encoder, encoder_name=path, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
             num_examples=FLAGS.num_examples, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
@@ -130,6 +134,10 @@ def main(argv):
         results[name] = report
     if results:
         print("\n" + side_by_side(results))
+    if not distribute.is_chief(strategy):
+        print(f"Worker {distribute.worker_index(strategy)}: trained; the chief (worker 0) "
+              "writes the encoders and reports.")
+        return
     startup.summary(written)
 
 

@@ -51,9 +51,21 @@ def _multi_worker():
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+_MADE = {}
+
+
 def make_strategy(name):
-    """The strategy named `name` (one of `STRATEGIES`), created now."""
-    return STRATEGIES.get(name)()
+    """The strategy named `name` (one of `STRATEGIES`).
+
+    `default` is the current strategy; the others are made once per process
+    and then returned again (a process joins its cluster once).
+    """
+    make = STRATEGIES.get(name)
+    if name == "default":
+        return make()
+    if name not in _MADE:
+        _MADE[name] = make()
+    return _MADE[name]
 
 
 def strategy_of(model):
