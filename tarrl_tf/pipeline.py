@@ -26,6 +26,7 @@ import json
 import pathlib
 
 import keras
+import tensorflow as tf
 
 from tarrl_tf import data, evaluation, training, zoo
 from tarrl_tf.evaluation import reports
@@ -127,19 +128,20 @@ def _train(row, images, labels, run_dir, settings):
         steps=regularizer.get("steps", 5), seed=seed,
         epsilon_warmup_steps=regularizer.get("warmup_epochs", 0) * steps_per_epoch,
         mixed_precision=row.get("mixed_precision"), **needs, **options)
+    distribute.check_global_batch(row["batch_size"], tf.distribute.get_strategy())
 
-    def dataset(first_epoch):  # Each epoch's order a function of (seed, epoch): resume is exact.
-        if method.labeled:
-            return data.supervised_dataset(images, labels, batch_size=row["batch_size"],
-                                           shuffle=True, seed=seed, epochs=row["epochs"],
-                                           first_epoch=first_epoch)
-        return data.pretraining_dataset(images, batch_size=row["batch_size"], seed=seed,
-                                        with_indices=model.takes_indices, epochs=row["epochs"],
-                                        first_epoch=first_epoch)
+    def dataset(first_epoch):
+        # Epoch e's order follows from (seed, e): the same on any number of devices and after
+        # a resume. Full batches only, labeled or not, so each splits evenly over the replicas.
+        return data.epoch_batches(
+            images, labels if method.labeled else None, batch_size=row["batch_size"], seed=seed,
+            epochs=row["epochs"], first_epoch=first_epoch,
+            with_indices=model.takes_indices)
 
     history, seconds = pretraining.fit_model(
         model, dataset, steps_per_epoch=steps_per_epoch, epochs=row["epochs"],
-        learning_rate=row["learning_rate"], backup_dir=str(run_dir / "backup"), verbose=2)
+        learning_rate=row["learning_rate"], verbose=2,
+        backup_dir=distribute.worker_path(str(run_dir / "backup"), tf.distribute.get_strategy()))
     return encoder, history, seconds
 
 
@@ -166,7 +168,11 @@ def _copy_weights(source, target):
 
 
 def run_row(row, settings):
-    """Trains, evaluates and (with `settings.publish`) publishes one row; returns the reports."""
+    """Trains, evaluates and (with `settings.publish`) publishes one row; returns the reports.
+
+    Under `multi_worker` every worker trains; the chief alone saves, evaluates and
+    publishes (the others return `{}`).
+    """
     row = prepared(row, settings)
     if settings.publish and not settings.replace:
         check_unpublished(row["name"], settings.zoo_dir)  # Before hours of training, not after.
@@ -176,7 +182,12 @@ def run_row(row, settings):
                                       "train", max_examples=row.get("train_examples"))
     print(f"\n== {row['name']}: {row['method']} on {len(images)} {row['dataset']} images")
     encoder, history, seconds = train(row, images, labels, run_dir, settings)
+    if not distribute.is_chief(distribute.make_strategy(settings.strategy)):
+        return {}  # The chief (worker 0) saves, evaluates and publishes.
     encoder.save(run_dir / "encoder.keras")
+    if settings.strategy != "default":
+        # Evaluated outside the strategy: its passes must not wait for replicas or workers.
+        encoder = keras.models.load_model(run_dir / "encoder.keras")
     results, head = evaluate_row(
         row, encoder, run_dir, settings, pretraining_seconds=seconds,
         final_training_metrics={k: v[-1] for k, v in history.items()})

@@ -13,6 +13,11 @@ Examples (`python -m tools.pretrain` in a clone):
         --recipe=two_stage --second_stage_epochs=5
     tarrl-pretrain --dataset=cifar10 --data_dir=~/tensorflow_datasets --epsilon=0.0314 \
         --estimator=fgsm --nobaseline --noevaluate
+    tarrl-pretrain --strategy=mirrored --batch_size=512    # every GPU of this host
+
+--batch_size is the GLOBAL batch, split over the replicas of --strategy. Under
+--strategy=multi_worker run the same command on every host, each with its
+$TF_CONFIG; the chief (worker 0) writes the encoders and reports.
 """
 
 import os
@@ -56,6 +61,10 @@ flags.DEFINE_string("recipe", "auto",
 flags.DEFINE_integer("second_stage_epochs", None,
                      "Epochs of TARRL after the SimCLR stage with --recipe=two_stage "
                      "(default: a third of --epochs).", lower_bound=1)
+flags.DEFINE_string("strategy", "default",
+                    "tf.distribute strategy of training (tarrl_tf.training.distribute.STRATEGIES): "
+                    "default, mirrored (every GPU of this host), multi_worker (the hosts of "
+                    "$TF_CONFIG). --batch_size is global.")
 flags.DEFINE_boolean("baseline", True, "Also train plain SimCLR (weight 0) the same way.")
 flags.DEFINE_boolean("evaluate", True, "Evaluate each encoder downstream after training.")
 flags.DEFINE_string("task", "labels", "Downstream task of the evaluation.")
@@ -88,8 +97,9 @@ def main(argv):
     from tarrl_tf.evaluation import reports
     from tarrl_tf.robustness import divergences, regularizers
     from tarrl_tf.ssl import methods
-    from tarrl_tf.training import recipes
+    from tarrl_tf.training import distribute, recipes
 
+    startup.check_registered("strategy", FLAGS.strategy, distribute.STRATEGIES.names())
     startup.check_registered("architecture", FLAGS.architecture,
                              ("auto", *encoders.ARCHITECTURES.names()))
     startup.check_registered("method", FLAGS.method, methods.METHODS.names())
@@ -108,29 +118,37 @@ def main(argv):
         for spec in specs:
             startup.check_epsilon("epsilons", spec.epsilon, spec.norm)
         evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
+    strategy = distribute.make_strategy(FLAGS.strategy)
+    distribute.check_global_batch(FLAGS.batch_size, strategy)
     images, _ = data.load_arrays(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                                  max_examples=FLAGS.train_examples)
     recipe = recipes.RECIPES.get(chosen_recipe(tarrl_tf, images, recipes))
     trained, written = {}, []
     if recipe.first_stage:
         # The SimCLR run is the first stage: trained first, the TARRL run starts from it.
-        trained["simclr"] = train_run(tarrl_tf, "simclr", images, 0.0)
+        trained["simclr"] = train_run(tarrl_tf, "simclr", images, 0.0, strategy)
         encoder, path, seconds = trained["simclr"]
         stage_epochs = recipes.second_stage_epochs(FLAGS.epochs, FLAGS.second_stage_epochs)
-        tarrl = train_run(tarrl_tf, "tarrl", images, FLAGS.weight, epochs=stage_epochs,
+        tarrl = train_run(tarrl_tf, "tarrl", images, FLAGS.weight, strategy, epochs=stage_epochs,
                           init_encoder=encoder)
         # Its cost includes the first stage's.
         trained = {"tarrl": (*tarrl[:2], seconds + tarrl[2]), **trained}
     else:
-        trained["tarrl"] = train_run(tarrl_tf, "tarrl", images, FLAGS.weight)
+        trained["tarrl"] = train_run(tarrl_tf, "tarrl", images, FLAGS.weight, strategy)
         if FLAGS.baseline:
-            trained["simclr"] = train_run(tarrl_tf, "simclr", images, 0.0)
+            trained["simclr"] = train_run(tarrl_tf, "simclr", images, 0.0, strategy)
     results = {}
     for name, (encoder, path, seconds) in trained.items():
+        if not distribute.is_chief(strategy):
+            continue  # The chief writes and evaluates; the workers only train with it.
         written.append(path)
         if not FLAGS.evaluate or (name == "simclr" and not FLAGS.baseline):
             continue
         print(f"\n== {name}: evaluating on {FLAGS.dataset} ({FLAGS.task})", flush=True)
+        if FLAGS.strategy != "default":
+            # The saved encoder, outside the strategy: the evaluation's passes must not wait
+            # for replicas (or workers) that do not evaluate.
+            encoder = evaluation.load_encoder(path)
         report, _, _ = evaluation.evaluate_on_dataset(
             encoder, encoder_name=path, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
             num_examples=FLAGS.num_examples, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
@@ -143,6 +161,10 @@ def main(argv):
         results[name] = report
     if results:
         print("\n" + side_by_side(results))
+    if not distribute.is_chief(strategy):
+        print(f"Worker {distribute.worker_index(strategy)}: trained; the chief (worker 0) "
+              "writes the encoders and reports.")
+        return
     startup.summary(written)
 
 
@@ -154,12 +176,15 @@ def chosen_recipe(tarrl_tf, images, recipes):
     return recipes.default_recipe(encoder.name)
 
 
-def train_run(tarrl_tf, name, images, weight, *, epochs=None, init_encoder=None):
+def train_run(tarrl_tf, name, images, weight, strategy, *, epochs=None, init_encoder=None):
     """Trains one run for `epochs` (default --epochs), from `init_encoder`'s weights if given."""
     epochs = epochs or FLAGS.epochs
     pretraining = tarrl_tf.training.pretraining
-    encoder = pretraining.make_encoder(images.shape[1:], architecture=FLAGS.architecture,
-                                       width=FLAGS.width, seed=FLAGS.seed)
+    from tarrl_tf.training import distribute
+
+    with strategy.scope():  # the encoder's weights are the strategy's (mirrored) variables
+        encoder = pretraining.make_encoder(images.shape[1:], architecture=FLAGS.architecture,
+                                           width=FLAGS.width, seed=FLAGS.seed)
     if init_encoder is not None:
         encoder.set_weights(init_encoder.get_weights())
     regularizer = pretraining.make_regularizer(
@@ -167,17 +192,20 @@ def train_run(tarrl_tf, name, images, weight, *, epochs=None, init_encoder=None)
         divergence=FLAGS.divergence, num_examples=len(images))
     run_dir = os.path.join(FLAGS.output_dir, name)
     start = " from the simclr encoder" if init_encoder is not None else ""
-    print(f"\n== {name}: weight {weight}, {len(images)} images, {epochs} epochs{start}",
-          flush=True)
+    replicas = strategy.num_replicas_in_sync
+    print(f"\n== {name}: weight {weight}, {len(images)} images, {epochs} epochs{start}"
+          + (f", {replicas} replicas ({FLAGS.strategy})" if replicas > 1 else ""), flush=True)
     model, history, seconds = pretraining.pretrain(
         encoder, images, method=FLAGS.method, regularizer=regularizer, weight=weight,
         epochs=epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         warmup_epochs=min(FLAGS.warmup_epochs, epochs), regularize_on=FLAGS.regularize_on,
-        seed=FLAGS.seed, backup_dir=os.path.join(run_dir, "backup"),
-        mixed_precision=FLAGS.mixed_precision, verbose=2,
+        seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision, strategy=strategy, verbose=2,
+        backup_dir=distribute.worker_path(os.path.join(run_dir, "backup"), strategy),
     )
-    os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "encoder.keras")
+    if not distribute.is_chief(strategy):
+        return encoder, path, seconds
+    os.makedirs(run_dir, exist_ok=True)
     model.encoder.save(path)
     print(f"Saved {path} ({seconds:.0f} s of training)", flush=True)
     return encoder, path, seconds

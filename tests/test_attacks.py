@@ -253,10 +253,12 @@ def test_cw_and_spsa_break_non_robust_model(name, classifier, test_set):
 
 def test_more_pgd_steps_never_give_higher_accuracy(classifier, test_set):
     x, y = test_set
+    # Averaged over a few seeds: with one random start, 5 or 20 steps (each with its own step
+    # size) can each come out ahead by an image or two of these 60, depending on the draw.
     accuracy = {
-        steps: attacks.robust_accuracy(
-            classifier, x, y, make_attack("pgd_linf", epsilon=0.14, steps=steps), seed=0
-        )
+        steps: np.mean([attacks.robust_accuracy(
+            classifier, x, y, make_attack("pgd_linf", epsilon=0.14, steps=steps), seed=seed
+        ) for seed in range(4)])
         for steps in (1, 5, 20)
     }
     assert accuracy[5] <= accuracy[1] + 0.02
@@ -346,6 +348,21 @@ def test_seed_makes_random_starts_reproducible(name, classifier, test_set):
     )
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-4
+
+
+@pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "spsa", "apgd_ce", "square"])
+def test_a_slice_from_a_batch_boundary_is_attacked_as_in_the_whole_set(name, classifier, test_set):
+    # Each batch's random numbers follow from (seed, its first image) alone: shards of a test
+    # set reproduce the whole run image by image.
+    x, y = test_set[0][:10], test_set[1][:10]
+    spec = fast_spec(name, 0.5 * LARGE_EPS[default_norm(name)], steps=2)
+    whole = attacks.run_attack(classifier, x, y, spec, seed=3, batch_size=4)
+    part = attacks.run_attack(classifier, x[4:], y[4:], spec, seed=3, batch_size=4, first_index=4)
+    np.testing.assert_array_equal(part, whole[4:])
+    # Without first_index the slice's first batch would draw the set's first batch's numbers.
+    if name != "spsa":  # (SPSA's perturbations may not change its few images' result)
+        shifted = attacks.run_attack(classifier, x[4:], y[4:], spec, seed=3, batch_size=4)
+        assert np.abs(shifted - whole[4:]).max() > 1e-6
 
 
 # --- Input checks ----------------------------------------------------------------------

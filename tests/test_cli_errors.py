@@ -21,6 +21,7 @@ ENCODER = REPO_ROOT / "tests" / "data" / "tarrl_model_0_1_0.keras"
 def run_tool(module, *args, cwd):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("TARRL_TF_TRACEBACK", None)
+    env.pop("TF_CONFIG", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -75,6 +76,8 @@ BAD_INPUTS = [
     _case("pretrain", ["--dataset=npz:label42.npz"], "y_test has label 42, but"),
     _case("pretrain", ["--dataset=npz:nan_pixels.npz"], "values that are not finite"),
     _case("pretrain", ["--dataset=npz:empty.npz"], "has no examples in its train split"),
+    _case("pretrain", ["--strategy=tpu_pod"], "--strategy='tpu_pod' is not registered"),
+    _case("pretrain", ["--strategy=multi_worker"], "$TF_CONFIG, which is not set"),
     _case("pretrain", ["--dataset=npz:garbage.npz"], "is not a valid npz file", large=True),
     _case("pretrain", ["--attacks=nope"], "Unknown attack 'nope'", large=True),
     _case("evaluate", [*EVALUATE, "--attacks=nope"], "nope"),
@@ -85,6 +88,13 @@ BAD_INPUTS = [
     _case("evaluate", ["--encoder=missing.keras", "--output_dir=out"], "missing.keras"),
     _case("evaluate", ["--encoder=bitflip.keras", "--output_dir=out"],
           "not a readable .keras file (damaged or truncated?): Bad CRC-32"),
+    _case("evaluate", ["--output_dir=out"], "--encoder is required (unless --merge)"),
+    _case("evaluate", [*EVALUATE, "--shard=1"], "--shard and --num_shards go together"),
+    _case("evaluate", [*EVALUATE, "--shard=2", "--num_shards=2"],
+          "--shard=2 must be below --num_shards=2"),
+    _case("evaluate", [*EVALUATE, "--shard=0", "--num_shards=9", "--num_examples=100"],
+          "9 shards of 1 batches"),
+    _case("evaluate", ["--merge=no_shards", "--output_dir=out"], "no_shards"),
     _case("evaluate", [*EVALUATE, "--dataset=npz:label42.npz"], "y_test has label 42", large=True),
     _case("evaluate", [*EVALUATE, "--dataset=npz:empty.npz"], "has no examples", large=True),
     _case("evaluate", [*EVALUATE, "--epsilons=8/x"], "'8/x' is not a number", large=True),

@@ -1,9 +1,11 @@
 """Training under `tf.distribute.MirroredStrategy` optimizes the one-device objective.
 
 Each test runs in a fresh process with two logical CPU devices (they must be
-configured before TensorFlow starts). Randomness is per replica under a
-strategy, so these tests use steps without it: identity views, a fixed
-perturbation for R, and baselines at epsilon 0 (whose searches cannot move).
+configured before TensorFlow starts). These tests isolate the losses and
+gradients with steps without randomness: identity views, a fixed perturbation
+for R, and baselines at epsilon 0 (whose searches cannot move). Random views
+and starts under replicas are those of one device too: see
+`tests/test_distribute_runs.py`.
 """
 
 import pytest

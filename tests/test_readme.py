@@ -126,11 +126,21 @@ def _check(command, result, clone, venv, env):
                                cwd=clone.parent, env=env, capture_output=True, text=True)
         assert where.stdout.strip() == str(clone / "tarrl_tf" / "__init__.py"), where.stderr
     if "tools.pretrain" in command:
-        assert (clone / "runs" / "pretrain" / "tarrl" / "encoder.keras").is_file()
-        assert "| clean accuracy |" in result.stdout and "Wrote 8 files:" in result.stdout
+        output_dir = re.search(r"--output_dir=(\S+)", command)
+        runs = clone / (output_dir[1] if output_dir else "runs/pretrain")
+        assert (runs / "tarrl" / "encoder.keras").is_file()
+        # An encoder and its report's three files, per run (--nobaseline: one run).
+        files = 4 if "--nobaseline" in command else 8
+        assert "| clean accuracy |" in result.stdout and f"Wrote {files} files:" in result.stdout
+    if "--strategy=multi_worker" in command:
+        assert "Worker 1: trained; the chief (worker 0) writes" in result.stdout
     if "tools.evaluate" in command:
         report = json.loads((clone / "out" / "report.json").read_text())
-        assert report["task"] in command and f"task `{report['task']}`" in result.stdout
+        assert f"task `{report['task']}`" in result.stdout
+        if "--merge=" in command:  # the shards' commands name no task: the default
+            assert report["task"] == "labels" and "Shard 1 of 2: test images" in result.stdout
+        else:
+            assert report["task"] in command
         if "--suite=" in command:
             assert report["worst_case"] and "worst case" in result.stdout
     if "tools.export" in command:

@@ -58,7 +58,7 @@ def test_fit_traces_its_step_once_over_epochs_with_a_partial_batch(name):
     assert model.traces == 1
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd_linf", "pgd_l2", "bim", "mim"])
+@pytest.mark.parametrize("name", ["fgsm", "pgd_linf", "pgd_l2", "bim", "mim", "spsa"])
 def test_an_attack_is_traced_once_across_calls_and_a_partial_batch(name):
     classifier = _classifier()
     x, y = _images(), np.arange(NUM_IMAGES) % NUM_CLASSES

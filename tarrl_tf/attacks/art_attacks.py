@@ -36,7 +36,7 @@ place of them, so the targets travel in the label rows instead: `+1` at the
 true class, `-1` at the target; ART's untargeted APGD reads the true class as
 the row's argmax and counts any misclassification as success, as AutoAttack
 does. Every runner is eager (ART loops in NumPy); `run_attack` seeds NumPy's
-and Python's generators for them (`compat.seeded_global_generators`).
+and Python's generators for them, from each batch's seed (`compat.seeded_global_generators`).
 """
 
 import warnings

@@ -15,7 +15,7 @@ images already misclassified (see `pgd.py`); the others return their last one.
 
 Each runner is `build(spec, model_fn, *, image_shape, num_classes, clip_min,
 clip_max, rng) -> craft(x, y)`; labels are always the true ones. `rng` is the
-compiled attack's `tf.random.Generator` (`compiled.py`), reset on every call.
+compiled attack's `tf.random.Generator` (`compiled.py`), reset from each batch's seed.
 """
 
 import numpy as np
@@ -184,7 +184,7 @@ register(Attack("mim", norms=("inf", "2"), steps=10, build=_mim,
 register(Attack("cw_l2", norms=("2",), steps=100, build=_cw_l2, traced=False, costly=True,
                 options={"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 5,
                          "initial_const": 0.01}))
-# SPSA draws from TF's global random ops inside CleverHans: seeded while tracing.
+# SPSA draws from TF's global random ops inside CleverHans: traced to draw from `rng`.
 register(Attack("spsa", norms=("inf",), steps=20, build=_spsa, costly=True, seeded_in_trace=True,
                 options={"learning_rate": 0.01, "spsa_samples": 128, "spsa_delta": 0.01},
                 # Adam moves a pixel by about the learning rate per step.

@@ -168,3 +168,31 @@ def seeded_global_generators(seed):
     finally:
         np.random.set_state(numpy_state)
         random.setstate(python_state)
+
+
+@contextlib.contextmanager
+def random_ops_from(generator):
+    """While inside, `tf.random.uniform` and `tf.random.normal` draw from `generator`.
+
+    CleverHans draws SPSA's perturbations with TF's legacy stateful ops.
+    Traced, each op keeps its own state, which moves on with every call and
+    cannot be reset: a batch's numbers would depend on the batches attacked
+    before it. Traced inside this block, they draw from the compiled attack's
+    `tf.random.Generator`, which `run_attack` resets from each batch's seed
+    (`compiled.py`).
+    """
+    uniform, normal = tf.random.uniform, tf.random.normal
+
+    def draw_uniform(shape, minval=0, maxval=None, dtype=tf.float32, seed=None, name=None):
+        del seed  # the generator's state is the seed
+        return generator.uniform(shape, minval=minval, maxval=maxval, dtype=dtype, name=name)
+
+    def draw_normal(shape, mean=0.0, stddev=1.0, dtype=tf.float32, seed=None, name=None):
+        del seed
+        return generator.normal(shape, mean=mean, stddev=stddev, dtype=dtype, name=name)
+
+    tf.random.uniform, tf.random.normal = draw_uniform, draw_normal
+    try:
+        yield
+    finally:
+        tf.random.uniform, tf.random.normal = uniform, normal

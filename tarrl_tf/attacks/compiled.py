@@ -6,6 +6,13 @@ report row, the sanity checks, a suite's re-runs with fewer iterations). Each
 the built attack (and its `tf.function`, with a `None` batch dimension, so a
 partial last batch does not retrace) is kept for as long as the classifier
 lives, keyed by the settings that shape it.
+
+Seeds never retrace: every random draw of a traced attack comes from the
+compiled attack's `tf.random.Generator` (PGD's start directly; CleverHans'
+own `tf.random` calls, as in SPSA, are traced to draw from it,
+`compat.random_ops_from`), and `attack(x, y, seed=)` resets that generator
+from the batch's seed before the call. A batch's draws are thus a function
+of its seed alone, not of the batches before it (`run.batch_seed`).
 """
 
 import contextlib
@@ -14,7 +21,7 @@ import weakref
 
 import tensorflow as tf
 
-from tarrl_tf.attacks.compat import seeded_global_generators
+from tarrl_tf.attacks.compat import random_ops_from, seeded_global_generators
 from tarrl_tf.attacks.registry import ATTACKS
 
 # classifier -> {settings: CompiledAttack}; the entries go with their classifier.
@@ -25,8 +32,6 @@ def compiled_attack(model, spec, *, image_shape, num_classes, clip_min, clip_max
     """The `CompiledAttack` of `spec` on `model`, built on the first call with these settings."""
     settings = dict(image_shape=tuple(int(d) for d in image_shape), num_classes=int(num_classes),
                     clip_min=float(clip_min), clip_max=float(clip_max))
-    if ATTACKS.get(spec.name).seeded_in_trace:
-        return CompiledAttack(model, spec, **settings)
     per_model = _CACHE.setdefault(model, {})
     key = (spec, *settings.values())
     if key not in per_model:
@@ -45,13 +50,12 @@ def logits_fn(model):
 
 
 class CompiledAttack:
-    """`attack(x, y) -> x_adv` on NumPy batches; `seeded(seed)` around the batches of one run."""
+    """`attack(x, y, seed=) -> x_adv` on NumPy batches, each seeded on its own."""
 
     def __init__(self, model, spec, *, image_shape, num_classes, clip_min, clip_max):
         self._attack = ATTACKS.get(spec.name)
-        # Created here, outside any trace; reset by `seeded` at the start of every run.
+        # Created here, outside any trace; reset by `attack` before every batch.
         self._rng = tf.random.Generator.from_seed(0)
-        self._trace_seed = None
         self._craft = self._attack.build(spec, logits_fn(model), image_shape=image_shape,
                                          num_classes=num_classes, clip_min=clip_min,
                                          clip_max=clip_max, rng=self._rng)
@@ -65,27 +69,20 @@ class CompiledAttack:
             self._function = tf.function(self, input_signature=signature, autograph=False)
 
     def __call__(self, x, y):
-        if self._trace_seed is not None:
-            # Seeds only this function's graph (the global seed is untouched).
-            tf.random.set_seed(self._trace_seed)
         return self._craft(x, y)
 
-    @contextlib.contextmanager
-    def seeded(self, seed):
-        """One run's seed: the same seed replays the same random draws, batch after batch."""
-        if not self._attack.traced:
+    def attack(self, x, y, seed=None):
+        """`x_adv` for one batch; its random draws follow from `seed` alone (None: fresh ones)."""
+        if self._function is None:
             # Eager attacks (ART's) draw from NumPy's and Python's global generators.
             with seeded_global_generators(seed):
-                yield
-            return
-        self._trace_seed = seed  # only read by `seeded_in_trace` attacks, traced once per run
+                return self._craft(x, y)
         self._rng.reset_from_seed(random.SystemRandom().getrandbits(62) if seed is None else seed)
-        yield
-
-    def attack(self, x, y):
-        if self._function is None:
-            return self._craft(x, y)
-        return self._function(x, y).numpy()
+        # Only matters while tracing (once): TF's random ops in `craft` then draw from `_rng`.
+        redirect = (random_ops_from(self._rng) if self._attack.seeded_in_trace
+                    else contextlib.nullcontext())
+        with redirect:
+            return self._function(x, y).numpy()
 
     def tracing_count(self):
         """Traces of the compiled function so far (0 for eager attacks)."""

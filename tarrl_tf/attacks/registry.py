@@ -33,10 +33,11 @@ class Attack:
         scaled_options: optional `scaled_options(epsilon, steps)`, defaults
             that depend on the radius (they override `options`).
         traced: run `craft` under one `tf.function` (False: eagerly, batch by batch).
-        seeded_in_trace: `craft` draws from TF's global random ops, not from
-            `rng`; they are seeded while tracing, so such an attack is traced
-            anew on every `run_attack` call (others are compiled once per
-            classifier and settings, see `compiled.py`).
+        seeded_in_trace: `craft` draws from TF's global random ops
+            (`tf.random.uniform`, `tf.random.normal`, as CleverHans' SPSA
+            does), not from `rng`: it is traced with those ops drawing from
+            `rng` instead (`compat.random_ops_from`), so its draws are reset
+            from each batch's seed like the others' (see `compiled.py`).
         costly: too slow for a whole test set on a CPU; the evaluation's
             `subset_examples` runs it on the first examples only.
     """

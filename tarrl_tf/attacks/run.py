@@ -19,6 +19,7 @@ def run_attack(
     clip_min=0.0,
     clip_max=1.0,
     seed=None,
+    first_index=0,
     verbose=False,
 ):
     """Crafts adversarial examples for a Keras classifier.
@@ -34,11 +35,19 @@ def run_attack(
         clip_min: smallest valid pixel value.
         clip_max: largest valid pixel value.
         seed: optional integer; the same seed gives the same random starts.
+            Each batch draws them from `(seed, index of its first image)`
+            alone (`batch_seed`), not from the batches before it.
+        first_index: the index of `x[0]` in a larger set of which `x` is a
+            slice. A slice starting at a multiple of `batch_size` is cut into
+            the batches the whole set is, with the same seeds: its images get
+            the results the run on the whole set gives them (a test set
+            attacked in shards, `tarrl_tf.evaluation.shards`).
         verbose: show a progress bar with the images per second.
 
     The attack is built (and traced) once per classifier and settings and
-    kept with the classifier (`compiled.py`): later calls, and a partial last
-    batch, reuse it.
+    kept with the classifier (`compiled.py`): later calls, other seeds, and a
+    partial last batch reuse it; each batch's seed only resets the compiled
+    attack's random generator.
 
     Returns:
         `x_adv`, float32 NumPy array of `x`'s shape, with
@@ -50,6 +59,7 @@ def run_attack(
     batch_size = check_integer(batch_size, "batch_size", minimum=1)
     if seed is not None:
         seed = check_integer(seed, "seed", minimum=0)
+    first_index = check_integer(first_index, "first_index", minimum=0)
     if spec.epsilon == 0:
         # Nothing to search; also spares CleverHans divisions by a zero radius.
         return x.copy()
@@ -58,15 +68,20 @@ def run_attack(
                                clip_min=clip_min, clip_max=clip_max)
     x_adv = np.empty_like(x)
     progress = Progress(f"{spec.name} eps={spec.epsilon:.4g}", len(x)) if verbose else None
-    with compiled.seeded(seed):
-        for start in range(0, len(x), batch_size):
-            stop = min(start + batch_size, len(x))
-            x_adv[start:stop] = compiled.attack(x[start:stop], y[start:stop])
-            if progress is not None:
-                progress.update(stop)
+    for start in range(0, len(x), batch_size):
+        stop = min(start + batch_size, len(x))
+        this_seed = None if seed is None else batch_seed(seed, first_index + start)
+        x_adv[start:stop] = compiled.attack(x[start:stop], y[start:stop], seed=this_seed)
+        if progress is not None:
+            progress.update(stop)
     if progress is not None:
         progress.close()
     return x_adv
+
+
+def batch_seed(seed, first_image):
+    """The seed of the batch that starts at image `first_image` of a run seeded with `seed`."""
+    return int(np.random.SeedSequence([seed, first_image]).generate_state(1)[0])
 
 
 def clean_accuracy(model, x, y, *, batch_size=256, clip_min=0.0, clip_max=1.0):

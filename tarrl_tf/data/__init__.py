@@ -275,6 +275,30 @@ def supervised_dataset(x, y, *, batch_size, shuffle=False, seed=None, epochs=Non
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def epoch_batches(images, labels=None, *, batch_size, seed, epochs, first_epoch=0,
+                  with_indices=False):
+    """Full training batches of the epochs `first_epoch, ..., epochs - 1`, one dataset for `fit`.
+
+    Epoch `e` is the permutation drawn from `(seed, e)` alone (`data.epochs`):
+    the same on any number of devices and after a resume. The batches are
+    `images`, `(images, labels)` with `labels`, or `(images, indices)` with
+    `with_indices` (see `pretraining_dataset`). Under `tf.distribute` they are
+    global: Keras splits each over the replicas. Fit with
+    `steps_per_epoch=len(images) // batch_size`.
+    """
+    if labels is None:
+        return pretraining_dataset(images, batch_size=batch_size, seed=int(seed), epochs=epochs,
+                                   first_epoch=first_epoch, with_indices=with_indices)
+    if with_indices:
+        raise ValueError("batches carry labels or indices, not both")
+    _check_batch_size(batch_size)
+    checks.check_images(images)
+    labels = npz.check_labels(labels, len(images), name="labels")
+    _check_full_batch(len(images), batch_size, True)
+    return _epochs.epoch_batches([images, labels], batch_size=batch_size, epochs=epochs,
+                                 first_epoch=first_epoch, seed=int(seed))
+
+
 def _parse_source(source):
     """Splits a source string into `(kind, argument)`."""
     if not isinstance(source, str) or not source:

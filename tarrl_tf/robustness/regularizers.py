@@ -238,7 +238,8 @@ class PowerIteration(Regularizer):
     def perturb(self, encoder, x, *, anchor, epsilon=None, seed=None):
         x = tf.convert_to_tensor(x)
         radius = self._radius(epsilon, x.dtype)
-        direction = unit(keras.random.normal(tf.shape(x), dtype=x.dtype, seed=seed))
+        direction = unit(replicas.draw(lambda shape: keras.random.normal(
+            shape, dtype=x.dtype, seed=seed), tf.shape(x)))
 
         def iterate(i, direction):
             with tf.GradientTape() as tape:

@@ -49,10 +49,14 @@ def project(x_adv, x, epsilon, norm, clip_min, clip_max):
 
 def random_in_ball(x, epsilon, norm, seed):
     """A random perturbation inside the eps-ball (uniform for L-inf, radius-uniform for L2)."""
+    # `replicas.draw`: under tf.distribute, the starts one device draws for the global batch.
     if norm == "inf":
-        return keras.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed) * epsilon
-    direction = unit(keras.random.normal(tf.shape(x), dtype=x.dtype, seed=seed))
-    radius = keras.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype, seed=seed)
+        return replicas.draw(lambda shape: keras.random.uniform(
+            shape, -1.0, 1.0, dtype=x.dtype, seed=seed), tf.shape(x)) * epsilon
+    direction = unit(replicas.draw(lambda shape: keras.random.normal(
+        shape, dtype=x.dtype, seed=seed), tf.shape(x)))
+    radius = replicas.draw(lambda shape: keras.random.uniform(shape, dtype=x.dtype, seed=seed),
+                           [tf.shape(x)[0], 1, 1, 1])
     return direction * radius * epsilon
 
 

@@ -2,13 +2,17 @@
 
 All randomness comes from the layer's `keras.random.SeedGenerator`, so a
 seeded model draws the same views every run, and every op is batched (one
-`crop_and_resize` for the whole batch) to keep the step cheap.
+`crop_and_resize` for the whole batch) to keep the step cheap. Under
+`tf.distribute` each replica takes its rows of the global batch's numbers
+(`replicas.draw`): the views do not change with the number of devices.
 """
 
 import math
 
 import keras
 import tensorflow as tf
+
+from tarrl_tf import replicas
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -78,7 +82,8 @@ class ViewAugmentation(keras.layers.Layer):
         return cls(crop_scale=(low, 1.0), brightness=0.3, contrast=0.3, noise_stddev=0.05, seed=seed)
 
     def _uniform(self, shape, low, high):
-        return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+        return replicas.draw(
+            lambda shape: keras.random.uniform(shape, low, high, seed=self.seed_generator), shape)
 
     def call(self, images, training=True):
         if not training:
@@ -98,7 +103,8 @@ class ViewAugmentation(keras.layers.Layer):
         if images.shape[-1] == 3:
             images = self._color(images, batch)
         if self.noise_stddev:
-            images += self.noise_stddev * keras.random.normal(tf.shape(images), seed=self.seed_generator)
+            images += self.noise_stddev * replicas.draw(
+                lambda shape: keras.random.normal(shape, seed=self.seed_generator), tf.shape(images))
         return tf.clip_by_value(images, 0.0, 1.0)
 
     def _crop(self, images, batch, height, width):

@@ -7,11 +7,13 @@ import time
 import warnings
 
 import keras
+import tensorflow as tf
 
 from tarrl_tf import data, encoders
 from tarrl_tf.files import write_atomic
 from tarrl_tf.robustness import regularizers
 from tarrl_tf.robustness.regularizers import ESTIMATORS  # noqa: F401 (its old home)
+from tarrl_tf.training import distribute
 from tarrl_tf.training.checkpoints import AtomicBackupAndRestore, StopOnNonFinite
 from tarrl_tf.training.tarrl_model import TARRLModel
 
@@ -62,6 +64,9 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
             weights of the run that never stopped; the seconds returned count
             the runs before the restart too.
         verbose: Keras verbosity.
+
+    Under `tf.distribute`, call it in the strategy's scope (the optimizer's
+    variables are created here).
 
     Raises:
         checkpoints.NonFiniteError: a loss term, a gradient or the weights
@@ -151,6 +156,7 @@ def pretrain(
     seed=0,
     backup_dir=None,
     mixed_precision=None,
+    strategy=None,
     verbose=1,
 ):
     """Pretrains `encoder` on unlabeled `images` with `ssl_loss + weight * R`.
@@ -162,7 +168,8 @@ def pretrain(
         regularizer: a regularizer, or None for plain SSL.
         weight: the regularizer's weight; 0 gives plain SSL.
         epochs: training epochs.
-        batch_size: images per step.
+        batch_size: images per step: the GLOBAL batch, split over the
+            strategy's replicas (a multiple of their number).
         learning_rate: Adam's learning rate (cosine-decayed to 0).
         warmup_epochs: epochs over which epsilon and weight ramp up.
         regularize_on: `"images"` or `"views"` (see `TARRLModel`).
@@ -173,26 +180,37 @@ def pretrain(
         backup_dir: see `fit_model`.
         mixed_precision: None (float32) or `"bfloat16"`: the encoder and the
             projector compute in bfloat16 during training (see `TARRLModel`).
+        strategy: the `tf.distribute.Strategy` to train under; None: the one
+            the encoder was built under (else the current one). The encoder
+            must be built in its scope (`with strategy.scope(): encoder =
+            make_encoder(...)`); the training model and the optimizer are
+            built there too, and Keras distributes the batches.
         verbose: Keras verbosity.
 
     Returns:
         `(model, history, seconds)`: the `TARRLModel`, the Keras history dict
         and the wall-clock training time.
     """
+    strategy = strategy or distribute.strategy_of(encoder) or tf.distribute.get_strategy()
+    distribute.check_built_in(strategy, encoder)
+    distribute.check_global_batch(batch_size, strategy)
     steps_per_epoch = len(images) // batch_size
     warmup_steps = warmup_epochs * steps_per_epoch
-    model = TARRLModel(
-        encoder, method=method, regularizer=regularizer if weight > 0 else None, weight=weight,
-        epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
-        regularize_on=regularize_on, regularized_fraction=regularized_fraction,
-        batch_statistics=batch_statistics, seed=seed, mixed_precision=mixed_precision,
-    )
+    with strategy.scope():
+        model = TARRLModel(
+            encoder, method=method, regularizer=regularizer if weight > 0 else None,
+            weight=weight, epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
+            regularize_on=regularize_on, regularized_fraction=regularized_fraction,
+            batch_statistics=batch_statistics, seed=seed, mixed_precision=mixed_precision,
+        )
 
-    def dataset(first_epoch):
-        return data.pretraining_dataset(images, batch_size=batch_size, seed=seed,
-                                        with_indices=model.takes_indices, epochs=epochs,
-                                        first_epoch=first_epoch)
+        def dataset(first_epoch):
+            # Epoch e's order follows from (seed, e): the same on any number of devices and
+            # after a resume.
+            return data.epoch_batches(images, batch_size=batch_size, seed=seed, epochs=epochs,
+                                      first_epoch=first_epoch, with_indices=model.takes_indices)
 
-    history, seconds = fit_model(model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                                 learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)
+        history, seconds = fit_model(
+            model, dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
+            learning_rate=learning_rate, backup_dir=backup_dir, verbose=verbose)
     return model, history, seconds
