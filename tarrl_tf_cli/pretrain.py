@@ -171,9 +171,8 @@ def main(argv):
 def chosen_recipe(tarrl_tf, images, recipes):
     if FLAGS.recipe != "auto":
         return FLAGS.recipe
-    encoder = tarrl_tf.training.pretraining.make_encoder(
-        images.shape[1:], architecture=FLAGS.architecture, width=FLAGS.width, seed=FLAGS.seed)
-    return recipes.default_recipe(encoder.name)
+    return recipes.default_recipe(
+        tarrl_tf.training.pretraining.architecture_for(images.shape[1:], FLAGS.architecture))
 
 
 def train_run(tarrl_tf, name, images, weight, strategy, *, epochs=None, init_encoder=None):

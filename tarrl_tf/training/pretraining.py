@@ -18,14 +18,21 @@ from tarrl_tf.training.checkpoints import AtomicBackupAndRestore, StopOnNonFinit
 from tarrl_tf.training.tarrl_model import TARRLModel
 
 
+def architecture_for(input_shape, architecture="auto"):
+    """The architecture `make_encoder` builds: `architecture`, or for `"auto"` `small_cnn` for
+    grayscale images and `cifar_resnet` for RGB."""
+    if architecture == "auto":
+        return "cifar_resnet" if input_shape[-1] == 3 else "small_cnn"
+    return architecture
+
+
 def make_encoder(input_shape, *, architecture="auto", width=None, norm=None, seed=0):
     """`small_cnn` for small grayscale images, `cifar_resnet` for RGB (or as asked).
 
     `norm` is the ResNet's normalization (`encoders.NORMS`, default `"batch"`);
     `small_cnn` has none, and refuses one.
     """
-    if architecture == "auto":
-        architecture = "cifar_resnet" if input_shape[-1] == 3 else "small_cnn"
+    architecture = architecture_for(input_shape, architecture)
     builder = encoders.ARCHITECTURES.get(architecture)
     options = {"width": width} if width else {}
     if norm is not None:
