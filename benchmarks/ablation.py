@@ -22,6 +22,12 @@ passes against batch statistics, on a width-8 ResNet:
         --epochs=15 --weight=10 --divergence=normalized_relative_l2 --steps=3 \
         --epsilon=0.0313725 --eval_epsilons=0.0313725 --output=benchmarks/batchnorm.jsonl
 
+The zoo's CIFAR-10 encoders under the proxy's evaluation (RESULTS.md), trained elsewhere:
+    python benchmarks/ablation.py --name=zoo_cifar10_resnet_acl_linf8 \
+        --evaluate_encoder=cifar10_resnet_acl_linf8 --task=labels \
+        --dataset=npz:../shared/datasets/cifar10/cifar10.npz --eval_epsilons=0.0313725 \
+        --output=benchmarks/zoo_proxy_eval.jsonl
+
 The CIFAR-10 proxy of the natural-images search (RESULTS.md), a baseline on it, and a second
 stage from a saved SimCLR encoder:
     python benchmarks/ablation.py --name=cifar_proxy_acl --method=acl \
@@ -62,6 +68,9 @@ flags.DEFINE_string("init_encoder", None, "Start from this .keras encoder (a sec
 flags.DEFINE_string("task", "labels", "Downstream task of the probe (tarrl_tf.evaluation.tasks).")
 flags.DEFINE_boolean("evaluate_only", False,
                      "Evaluate the encoder an earlier run of this --name saved; train nothing.")
+flags.DEFINE_string("evaluate_encoder", None,
+                    "Evaluate this .keras encoder or zoo entry with the probe and attack above, "
+                    "train nothing; its line records the encoder and the evaluation only.")
 flags.DEFINE_string("runs_dir", str(REPO / "runs" / "ablation"),
                     "Each configuration's encoder and backup go to <runs_dir>/<name>/.")
 flags.DEFINE_float("weight", 0.0, "Regularizer weight (0: plain SimCLR).")
@@ -97,6 +106,8 @@ def main(argv):
     eval_attack = EVAL_ATTACKS[FLAGS.eval_norm]
     specs = [attacks.make_attack(eval_attack, epsilon=float(e), steps=EVAL_STEPS)
              for e in FLAGS.eval_epsilons]
+    if FLAGS.evaluate_encoder:
+        return evaluate_encoder(FLAGS.evaluate_encoder, specs)
     x, y = data.load_arrays(FLAGS.dataset, "train", max_examples=FLAGS.train_examples)
     run_dir = pathlib.Path(FLAGS.runs_dir) / FLAGS.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +144,24 @@ def main(argv):
         "eval_steps": EVAL_STEPS, "eval_examples": report["num_examples"],
         "probe_train_examples": report["num_train_examples"],
     }
+    _write(line)
+
+
+def evaluate_encoder(name, specs):
+    """One line for an encoder trained elsewhere (a zoo entry), under this script's evaluation."""
+    encoder = evaluation.load_encoder(name)
+    report, _, _ = evaluation.evaluate_on_dataset(
+        encoder, encoder_name=name, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
+        num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES, sanity_checks=False)
+    _write({"name": FLAGS.name, "encoder": name, "task": FLAGS.task,
+            "clean_accuracy": report["clean_accuracy"],
+            "robust_accuracy": {str(a["epsilon"]): a["robust_accuracy"] for a in report["attacks"]},
+            "dataset": data.info(FLAGS.dataset).name, "eval_attack": specs[0].name,
+            "eval_steps": EVAL_STEPS, "eval_examples": report["num_examples"],
+            "probe_train_examples": report["num_train_examples"]})
+
+
+def _write(line):
     print(json.dumps(line))
     pathlib.Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
     with open(FLAGS.output, "a") as f:

@@ -14,9 +14,9 @@ carry across machines and survive load from other processes). The JSON:
   `acl`, `deacl` and `supervised_at` baselines (at the zoo's PGD steps);
 - `mixed_precision_speedup[encoder][configuration]`: float32 step / bfloat16 step;
 - `jit_compile_speedup`: `{"value": null, "reason": ...}` (no XLA option);
-- `attack_speedup`: the evaluation's PGD-40 against `cleverhans.tf2` PGD-40
-  called eagerly batch by batch, same classifier and images, with both robust
-  accuracies;
+- `attack_speedup`: the evaluation's PGD-40, in float32 and with its search in
+  bfloat16, against `cleverhans.tf2` PGD-40 called eagerly batch by batch,
+  same classifier and images, with the three robust accuracies;
 - `images_per_second` and `peak_rss_mib`: pretraining (per encoder and
   precision) and attacked evaluation, each measured in a process of its own;
   `input_pipeline_images_per_second`: the pretraining input pipeline alone.

@@ -92,8 +92,11 @@ def _attack_lines(bench):
         f"Evaluation's attack path, PGD-{spec['steps']} at L-inf {spec['epsilon']:g} on "
         f"{attack['num_images']} images ({attack['classifier']}, batch {attack['batch_size']}): "
         f"{_times(attack['ratio'])} as fast as `cleverhans.tf2` PGD called eagerly batch by batch "
-        f"({_times(attack['first_call_ratio'])} on a first call, traces included); robust "
-        f"accuracy {accuracy['evaluation']:.3f} against {accuracy['cleverhans_eager']:.3f}.",
+        f"({_times(attack['first_call_ratio'])} on a first call, traces included), "
+        f"{_times(attack['bfloat16_ratio'])} with its search in bfloat16 "
+        "(`--mixed_precision=bfloat16`); robust accuracy "
+        f"{accuracy['evaluation']:.3f} and {accuracy['evaluation_bfloat16']:.3f} against "
+        f"{accuracy['cleverhans_eager']:.3f}.",
     ]
     rates = bench["images_per_second"]
     memory = bench["peak_rss_mib"]
@@ -171,14 +174,16 @@ def schema_problems(bench):
     need(number(jit.get("value")) or (jit.get("value") is None and jit.get("reason")),
          "jit_compile_speedup needs a value, or null and a reason")
     attack = bench["attack_speedup"]
-    need(number(attack.get("ratio")) and number(attack.get("first_call_ratio")),
+    need(all(number(attack.get(k)) for k in ("ratio", "bfloat16_ratio", "first_call_ratio")),
          "attack_speedup ratios must be numbers")
     accuracy = attack.get("robust_accuracy", {})
-    need(set(accuracy) == {"evaluation", "cleverhans_eager"}
+    need(set(accuracy) == {"evaluation", "evaluation_bfloat16", "cleverhans_eager"}
          and all(number(a) and a <= 1 for a in accuracy.values()),
-         "attack_speedup.robust_accuracy needs both accuracies in [0, 1]")
-    need(isinstance(attack.get("agree_within_half_a_point"), bool),
-         "attack_speedup.agree_within_half_a_point must be a bool")
+         "attack_speedup.robust_accuracy needs the three paths' accuracies in [0, 1]")
+    agree = attack.get("agree_within_half_a_point")
+    need(isinstance(agree, dict) and set(agree) == {"evaluation", "evaluation_bfloat16"}
+         and all(isinstance(v, bool) for v in agree.values()),
+         "attack_speedup.agree_within_half_a_point must map both evaluation paths to bools")
     need(isinstance(attack.get("attack"), dict) and isinstance(attack.get("classifier"), str)
          and isinstance(attack.get("num_images"), int), "attack_speedup's attack and images")
     for key in ("images_per_second", "peak_rss_mib"):

@@ -3,7 +3,7 @@
 Rows are data (`benchmarks/experiments.json`): method, dataset, architecture,
 training budget, threat model, regularizer settings and the evaluation; an
 optional "mixed_precision" (`"bfloat16"`) trains the networks in bfloat16
-(`tarrl_tf.training.precision`; the encoder is saved in float32). One
+(`tarrl_tf.precision`; the encoder is saved in float32). One
 `run_row` pretrains the row's encoder, writes it and one evaluation report
 per task to `<output_dir>/<row>/`, and publishes the zoo entry `<row>` with
 its model card. `reevaluate_row` trains nothing: it measures a published
@@ -277,14 +277,16 @@ def attack_specs(ev, task):
     "attacks" are run at every radius of their norm ("epsilons", "l2_epsilons"),
     except where "attack_epsilons" names an attack's own radii (SPSA at the
     headline radius only); "task_attacks" may give a task fewer attacks (the
-    costly CW-L2 on the labels task only).
+    costly CW-L2 on the labels task only). An evaluation's "mixed_precision"
+    ("bfloat16") runs the PGD and BIM searches in it (`AttackSpec.precision`).
     """
     specs = []
     for name in ev.get("task_attacks", {}).get(task, ev["attacks"]):
         own = ev.get("attack_epsilons", {}).get(name)
         specs += evaluation.attack_grid([name], own or ev["epsilons"],
                                         l2_epsilons=own or ev.get("l2_epsilons"),
-                                        steps=ev.get("attack_steps"))
+                                        steps=ev.get("attack_steps"),
+                                        precision=ev.get("mixed_precision"))
     return specs
 
 

@@ -80,7 +80,8 @@ flags.DEFINE_string("suite", None,
 flags.DEFINE_integer("num_examples", 1000, "Test examples to attack.")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"],
                   "Train the encoder and projector in bfloat16 (augmentation, losses and R stay "
-                  "float32; the saved encoder is float32). Its training quality is unmeasured.")
+                  "float32; the saved encoder is float32), and run the evaluation's PGD and BIM "
+                  "searches in it (whether an image is fooled is decided in float32).")
 flags.DEFINE_integer("seed", 0, "Seed of everything random.")
 flags.DEFINE_string("output_dir", "runs/pretrain", "Where encoders and reports go.")
 FLAGS = flags.FLAGS
@@ -110,7 +111,8 @@ def main(argv):
         from tarrl_tf import attacks
 
         startup.check_registered("suite", FLAGS.suite, attacks.SUITES.names())
-    specs = evaluation.attack_grid(FLAGS.attacks, epsilons, steps=FLAGS.attack_steps)
+    specs = evaluation.attack_grid(FLAGS.attacks, epsilons, steps=FLAGS.attack_steps,
+                                   precision=FLAGS.mixed_precision)
     # The dataset's labels and class count, then what the evaluation will need: all before
     # the training, as a typo must not cost the run.
     info = data.info(FLAGS.dataset, data_dir=FLAGS.data_dir)

@@ -19,7 +19,7 @@ DATA = pathlib.Path(__file__).parent / "data"
 
 # Floors, from the bottom: a module imports only from lower floors or from its own room.
 FLOORS = [
-    {"registry", "checks", "files", "progress", "_version", "replicas"},
+    {"registry", "checks", "files", "progress", "_version", "replicas", "precision"},
     {"encoders", "data"},
     {"ssl", "robustness"},
     {"training"},

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import tarrl_tf
 from tarrl_tf import regularizers, training
-from tarrl_tf.training.precision import check_mixed_precision, mixed_precision
+from tarrl_tf.precision import check_mixed_precision, mixed_precision
 
 
 def _dataset(x, batch_size=8):

@@ -51,23 +51,25 @@ def _fgsm(spec, model_fn, *, clip_min, clip_max, **_):
     return craft
 
 
-def _pgd(spec, model_fn, *, clip_min, clip_max, rng, **_):
+def _pgd(spec, model_fn, *, clip_min, clip_max, rng, check_fn=None, **_):
     def attack_once(x, y):
         return pgd.projected_gradient_descent(model_fn, x, y, spec=spec, clip_min=clip_min,
                                               clip_max=clip_max,
-                                              rng=rng if spec.random_start else None)
+                                              rng=rng if spec.random_start else None,
+                                              check_fn=check_fn)
 
     def craft(x, y):
-        return _best_of_restarts(model_fn, attack_once, x, y, restarts=spec.restarts)
+        # Restarts are compared as the accuracy counts: in float32.
+        return _best_of_restarts(check_fn or model_fn, attack_once, x, y, restarts=spec.restarts)
 
     return craft
 
 
-def _bim(spec, model_fn, *, clip_min, clip_max, **_):
+def _bim(spec, model_fn, *, clip_min, clip_max, check_fn=None, **_):
     def craft(x, y):
         # CleverHans' `basic_iterative_method` is its PGD without a random start.
         return pgd.projected_gradient_descent(model_fn, x, y, spec=spec, clip_min=clip_min,
-                                              clip_max=clip_max)
+                                              clip_max=clip_max, check_fn=check_fn)
 
     return craft
 
@@ -173,11 +175,11 @@ _PGD_OPTIONS = {"random_start": True, "restarts": 1}
 register(Attack("fgsm", norms=("inf", "2"), steps=1, build=_fgsm,
                 step_size=lambda epsilon, steps: epsilon))
 register(Attack("pgd_linf", norms=("inf",), steps=40, build=_pgd,
-                step_size=capped_madry_step_size, options=_PGD_OPTIONS))
+                step_size=capped_madry_step_size, options=_PGD_OPTIONS, precisions=("bfloat16",)))
 register(Attack("pgd_l2", norms=("2",), steps=40, build=_pgd,
-                step_size=capped_madry_step_size, options=_PGD_OPTIONS))
+                step_size=capped_madry_step_size, options=_PGD_OPTIONS, precisions=("bfloat16",)))
 register(Attack("bim", norms=("inf", "2"), steps=20, build=_bim,
-                step_size=capped_madry_step_size))
+                step_size=capped_madry_step_size, precisions=("bfloat16",)))
 register(Attack("mim", norms=("inf", "2"), steps=10, build=_mim,
                 # Dong et al. 2018: alpha = eps / T
                 step_size=lambda epsilon, steps: epsilon / steps, options={"decay_factor": 1.0}))

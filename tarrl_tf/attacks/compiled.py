@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tarrl_tf.attacks.compat import random_ops_from, seeded_global_generators
 from tarrl_tf.attacks.registry import ATTACKS
+from tarrl_tf.precision import mixed_precision
 
 # classifier -> {settings: CompiledAttack}; the entries go with their classifier.
 _CACHE = weakref.WeakKeyDictionary()
@@ -39,12 +40,17 @@ def compiled_attack(model, spec, *, image_shape, num_classes, clip_min, clip_max
     return per_model[key]
 
 
-def logits_fn(model):
-    """`model` in inference mode, held weakly so a kept attack does not keep its classifier alive."""
+def logits_fn(model, precision=None):
+    """`model` in inference mode, held weakly so a kept attack does not keep its classifier alive.
+
+    With a `precision`, its layers compute in it while the call is traced
+    (`tarrl_tf.precision`); the model's own policies are back afterwards.
+    """
     ref = weakref.ref(model)
 
     def model_fn(x):
-        return ref()(x, training=False)
+        with mixed_precision([ref()], precision):
+            return ref()(x, training=False)
 
     return model_fn
 
@@ -56,9 +62,12 @@ class CompiledAttack:
         self._attack = ATTACKS.get(spec.name)
         # Created here, outside any trace; reset by `attack` before every batch.
         self._rng = tf.random.Generator.from_seed(0)
-        self._craft = self._attack.build(spec, logits_fn(model), image_shape=image_shape,
-                                         num_classes=num_classes, clip_min=clip_min,
-                                         clip_max=clip_max, rng=self._rng)
+        # A lower-precision search is checked by the float32 classifier (`pgd.py`).
+        extra = {} if spec.precision is None else {"check_fn": logits_fn(model)}
+        self._craft = self._attack.build(spec, logits_fn(model, spec.precision),
+                                         image_shape=image_shape, num_classes=num_classes,
+                                         clip_min=clip_min, clip_max=clip_max, rng=self._rng,
+                                         **extra)
         self._function = None
         if self._attack.traced:
             signature = (tf.TensorSpec((None, *image_shape), tf.float32),

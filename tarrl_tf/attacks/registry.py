@@ -40,6 +40,9 @@ class Attack:
             from each batch's seed like the others' (see `compiled.py`).
         costly: too slow for a whole test set on a CPU; the evaluation's
             `subset_examples` runs it on the first examples only.
+        precisions: lower precisions its search may run in (`AttackSpec.precision`);
+            `build` then also gets `check_fn`, the float32 classifier, which
+            alone decides whether an image is misclassified.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Attack:
     traced: bool = True
     seeded_in_trace: bool = False
     costly: bool = False
+    precisions: tuple = ()
 
     def defaults(self, epsilon, steps):
         """The option defaults at this radius and number of steps."""

@@ -8,6 +8,7 @@ import numpy as np
 
 from tarrl_tf.attacks.registry import ATTACKS
 from tarrl_tf.checks import canonical_norm
+from tarrl_tf.precision import check_mixed_precision
 
 _REPORT_KEYS = ("name", "norm", "epsilon", "steps", "step_size")
 
@@ -43,6 +44,11 @@ class AttackSpec:
         target_classes: `apgd_t` only: the most likely other classes it
             targets, one run each (fewer when the task has fewer classes).
         p_init: `square` only: initial fraction of pixels a square covers.
+        precision: None (float32) or `"bfloat16"`, for the attacks whose
+            search may run in it (`pgd_linf`, `pgd_l2`, `bim`): their
+            gradients and steps are computed with the classifier in bfloat16,
+            while whether an image is misclassified (when it stops, which
+            iterate it keeps, the accuracy) is decided in float32.
 
     `cw_l2` always aborts early when its loss stalls (CleverHans' default);
     `spsa` always starts at random in the ball and stops as soon as the margin
@@ -71,6 +77,7 @@ class AttackSpec:
     spsa_delta: float | None = None
     target_classes: int | None = None
     p_init: float | None = None
+    precision: str | None = None
 
     def __post_init__(self):
         attack = ATTACKS.get(self.name)
@@ -89,6 +96,7 @@ class AttackSpec:
         self._set("epsilon", epsilon)
         self._set("steps", steps)
         self._set("step_size", self._checked_step_size(attack, epsilon))
+        self._set("precision", self._checked_precision(attack))
         options = attack.options
         for field in _option_fields():
             value = getattr(self, field)
@@ -110,6 +118,15 @@ class AttackSpec:
 
     def _set(self, field, value):
         object.__setattr__(self, field, value)  # canonical form inside a frozen dataclass
+
+    def _checked_precision(self, attack):
+        precision = check_mixed_precision(self.precision)
+        if precision is not None and precision not in attack.precisions:
+            raise ValueError(
+                f"attack {attack.name!r} runs in float32 only; precision={precision!r} applies to "
+                f"{[n for n, a in ATTACKS.items() if precision in a.precisions]}"
+            )
+        return precision
 
     def _checked_step_size(self, attack, epsilon):
         name = attack.name
@@ -150,10 +167,12 @@ class AttackSpec:
 
 
 def _option_fields():
-    return [f.name for f in dataclasses.fields(AttackSpec) if f.name not in _REPORT_KEYS]
+    return [f.name for f in dataclasses.fields(AttackSpec)
+            if f.name not in _REPORT_KEYS and f.name != "precision"]
 
 
-def make_attack(name, *, epsilon, norm=None, steps=None, step_size=None, **overrides):
+def make_attack(name, *, epsilon, norm=None, steps=None, step_size=None, precision=None,
+                **overrides):
     """Builds an `AttackSpec` with the field's standard defaults.
 
     Defaults: `fgsm` one step of `epsilon`; `pgd_linf`/`pgd_l2` 40 steps of
@@ -173,6 +192,7 @@ def make_attack(name, *, epsilon, norm=None, steps=None, step_size=None, **overr
         norm: optional; defaults to the attack's norm (see the module table).
         steps: optional number of iterations.
         step_size: optional step size; defaults to the rule above.
+        precision: optional `"bfloat16"` search (see `AttackSpec`); None: float32.
         **overrides: attack-specific settings (fields of `AttackSpec`), e.g.
             `restarts=5` for PGD or `binary_search_steps=9` for CW.
 
@@ -198,6 +218,7 @@ def make_attack(name, *, epsilon, norm=None, steps=None, step_size=None, **overr
         epsilon=epsilon,
         steps=steps,
         step_size=step_size,
+        precision=precision,
         **{**options, **overrides},
     )
 

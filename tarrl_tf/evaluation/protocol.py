@@ -17,6 +17,7 @@ from tarrl_tf import attacks, data, zoo
 from tarrl_tf import checks
 from tarrl_tf.checks import check_images
 from tarrl_tf.files import check_keras_file
+from tarrl_tf.precision import check_mixed_precision
 from tarrl_tf.evaluation import downstream, shards, tasks
 from tarrl_tf.evaluation.assembly import BOUND_NOTE, SUBSET_ATTACKS, assemble  # noqa: F401
 from tarrl_tf.evaluation.per_image import Measured, representation_shifts
@@ -195,13 +196,20 @@ def load_encoder(path_or_name, *, zoo_dir=None):
     raise ValueError(f"No encoder file and no zoo entry named {path_or_name!r}{problem}")
 
 
-def attack_grid(names, epsilons, *, l2_epsilons=None, steps=None):
-    """One `AttackSpec` per attack and radius; L2 attacks take `l2_epsilons` when given."""
+def attack_grid(names, epsilons, *, l2_epsilons=None, steps=None, precision=None):
+    """One `AttackSpec` per attack and radius; L2 attacks take `l2_epsilons` when given.
+
+    `precision` ("bfloat16") goes to the attacks whose search can run in it
+    (`AttackSpec.precision`); the others stay float32.
+    """
+    precision = check_mixed_precision(precision)
     specs = []
     for name in names:
         probe = attacks.make_attack(name, epsilon=0.0)
         radii = l2_epsilons if probe.norm == "2" and l2_epsilons else epsilons
-        specs += [attacks.make_attack(name, epsilon=eps, steps=None if name == "fgsm" else steps)
+        own = precision if precision in attacks.ATTACKS.get(name).precisions else None
+        specs += [attacks.make_attack(name, epsilon=eps, steps=None if name == "fgsm" else steps,
+                                      precision=own)
                   for eps in radii]
     return specs
 

@@ -37,7 +37,8 @@ def sanity_checks(attack_row, y, specs, report, spsa_examples):
     if pgd:
         # Radii of different norms do not compare: the widest L-inf ball when there is one.
         spec = max(pgd, key=lambda s: (s.norm == "inf", s.epsilon))
-        fewer = attacks.make_attack(spec.name, epsilon=spec.epsilon, steps=max(1, spec.steps // 4))
+        fewer = attacks.make_attack(spec.name, epsilon=spec.epsilon, steps=max(1, spec.steps // 4),
+                                    precision=spec.precision)
         few_accuracy = attack_row(fewer, len(y))["robust_accuracy"]
         accuracy = next(r["robust_accuracy"] for r in report["attacks"]
                         if r["name"] == spec.name and r["epsilon"] == spec.epsilon)

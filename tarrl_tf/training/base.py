@@ -18,7 +18,7 @@ from tarrl_tf.checks import canonical_norm, graph_errors_as_value_errors
 from tarrl_tf.encoders import image_input_shape
 from tarrl_tf.robustness.search import madry_step_size, projected_gradient_ascent
 from tarrl_tf.training.checkpoints import finite_gradients, stopped_at_non_finite
-from tarrl_tf.training.precision import check_mixed_precision, mixed_precision
+from tarrl_tf.precision import check_mixed_precision, mixed_precision
 
 
 def check_model(model, name):
@@ -56,7 +56,7 @@ class TrainingModel(keras.Model):
     `fit` and `evaluate` re-raise a failed in-graph input check
     (`tarrl_tf.checks.checked_images`) as a ValueError. With
     `mixed_precision="bfloat16"` they run the networks of `precision_networks`
-    in bfloat16 (`tarrl_tf.training.precision`); all else stays float32.
+    in bfloat16 (`tarrl_tf.precision`); all else stays float32.
     """
 
     metric_names = ()

@@ -78,7 +78,7 @@ class TARRLModel(TrainingModel):
         mixed_precision: None (float32) or `"bfloat16"`: in `fit` and
             `evaluate` the encoder and the projector compute in bfloat16 (their
             output layers, the augmentation, losses, `R` and the metrics in
-            float32; `tarrl_tf.training.precision`). Every `TrainingModel` takes it.
+            float32; `tarrl_tf.precision`). Every `TrainingModel` takes it.
 
     Estimators that remember each image (`regularizers.PersistentPGD`) take
     the images' indices as the data's second element, `(images, indices)`,

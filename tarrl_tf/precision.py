@@ -1,4 +1,4 @@
-"""Mixed precision for training: the networks compute in bfloat16, everything else in float32.
+"""Mixed precision: the networks compute in bfloat16, everything else in float32.
 
 Keras' global `mixed_bfloat16` policy cannot be used: it would also put the
 augmentation in bfloat16, and `tf.image.crop_and_resize` rejects it. So the
@@ -11,6 +11,11 @@ policy is set on the layers of the networks a training model trains
 - variables stay float32 (Keras' mixed policies keep them so);
 - outside `fit` and `evaluate` the layers have their own policies back, so a
   saved or exported encoder is the float32 model it was.
+
+The attacks' search uses the same context (`AttackSpec.precision`,
+`tarrl_tf.attacks.compiled`): it is entered while the attack is traced, so
+the traced search computes in bfloat16 and the classifier itself never
+changes; whether an image is misclassified is always decided in float32.
 """
 
 import contextlib
