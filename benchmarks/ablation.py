@@ -68,6 +68,8 @@ flags.DEFINE_string("init_encoder", None, "Start from this .keras encoder (a sec
 flags.DEFINE_string("task", "labels", "Downstream task of the probe (tarrl_tf.evaluation.tasks).")
 flags.DEFINE_boolean("evaluate_only", False,
                      "Evaluate the encoder an earlier run of this --name saved; train nothing.")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"],
+                  "Pretrain the networks in bfloat16 (tarrl_tf.precision); the evaluation is float32.")
 flags.DEFINE_string("evaluate_encoder", None,
                     "Evaluate this .keras encoder or zoo entry with the probe and attack above, "
                     "train nothing; its line records the encoder and the evaluation only.")
@@ -143,6 +145,7 @@ def main(argv):
         "dataset": data.info(FLAGS.dataset).name, "eval_attack": eval_attack,
         "eval_steps": EVAL_STEPS, "eval_examples": report["num_examples"],
         "probe_train_examples": report["num_train_examples"],
+        "mixed_precision": None if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision,
     }
     _write(line)
 
@@ -192,6 +195,7 @@ def row(x):
         "learning_rate": FLAGS.learning_rate,
         "threat_model": {"norm": FLAGS.norm, "epsilon": FLAGS.epsilon},
         "regularizer": regularizer, "teacher": FLAGS.teacher, "init_encoder": FLAGS.init_encoder,
+        **({} if FLAGS.mixed_precision == "none" else {"mixed_precision": FLAGS.mixed_precision}),
     }
 
 
