@@ -6,6 +6,7 @@ import random
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tarrl_tf import attacks
 from tarrl_tf.attacks import art_attacks, make_attack
@@ -178,3 +179,32 @@ def test_a_suite_with_a_bad_attack_setting_is_refused_when_registered():
     with pytest.raises(ValueError, match="restarts must be >= 1"):
         attacks.register_suite(bad)
     assert "broken" not in attacks.SUITES
+
+
+def test_the_art_adapter_computes_only_the_rows_it_has_not_seen():
+    from tarrl_tf.attacks.compat import ARTClassifier
+
+    rows = tf.Variable(0, dtype=tf.int64)
+    weights = np.random.default_rng(0).normal(size=(12, 3)).astype("float32")
+
+    def model_fn(x):
+        rows.assign_add(tf.cast(tf.shape(x)[0], tf.int64))  # counts the rows the model sees
+        return tf.reshape(x, (-1, 12)) @ weights
+
+    classifier = ARTClassifier(model_fn, loss=art_attacks.cross_entropy, num_classes=3,
+                               image_shape=(2, 2, 3), clip_min=0.0, clip_max=1.0)
+    x = np.random.default_rng(1).uniform(size=(6, 2, 2, 3)).astype("float32")
+    expected = x.reshape(6, 12) @ weights
+    np.testing.assert_allclose(classifier.predict(x, batch_size=4), expected, rtol=1e-5)
+    assert int(rows.numpy()) == 6
+    # Seen rows come back without a pass, in any order and subset; a changed row is computed.
+    changed = x[[4, 0, 2]].copy()
+    changed[1, 0, 0, 0] += 0.25
+    got = classifier.predict(changed, batch_size=4)
+    assert int(rows.numpy()) == 7
+    np.testing.assert_allclose(got, changed.reshape(3, 12) @ weights, rtol=1e-5)
+    # Only the last three calls are remembered.
+    for _ in range(3):
+        classifier.predict(np.random.default_rng(2).uniform(size=(1, 2, 2, 3)).astype("float32"))
+    classifier.predict(x[:1])
+    assert int(rows.numpy()) == 7 + 1 + 1

@@ -1,5 +1,6 @@
 """Keras 3 shims for CleverHans 4.0.0 and ART 1.20's attacks, kept here so no caller works around them."""
 
+import collections
 import contextlib
 import random
 import warnings
@@ -8,6 +9,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.attacks.spsa import SPSAAdam as _CleverHansSPSAAdam
+
+# Square's iterates come back within three calls: the current ones, the robust ones, the candidates.
+_REMEMBERED_CALLS = 3
 
 with warnings.catch_warnings():
     # ART's estimators package warns that PyTorch is missing; nothing here needs it.
@@ -70,6 +74,12 @@ class ARTClassifier(TensorFlowV2Classifier):
       the batch in Python (eager only) and needs a third class; its targeted
       APGD minimizes that loss towards the target without the true class, not
       AutoAttack's targeted DLR (see `tarrl_tf.attacks.art_attacks`).
+    - `predict` remembers the logits of the rows of its last three calls (keyed
+      by the rows' bytes, so a hit is the same image exactly) and computes only
+      the rows it has not seen. ART's Square asks for the logits of its current
+      iterates, of the robust ones again, then of the candidates, on every one of
+      its 5,000 iterations; the first two are rows it has seen, so each iteration
+      costs one pass on the candidates instead of three.
     - `tracking(y)`: ART's APGD judges only its last iterate, while AutoAttack
       keeps any iterate that is misclassified. Every iterate passes through
       `compute_loss`, so while tracking, the first misclassified one of each
@@ -108,6 +118,7 @@ class ARTClassifier(TensorFlowV2Classifier):
         self._logits = tf.function(model_fn, input_signature=[images])
         self._loss_fn = tf.function(loss_and_logits, input_signature=[images, labels])
         self._track = None
+        self._seen = collections.deque(maxlen=_REMEMBERED_CALLS)  # {row bytes: logits} per call
         self._loss_and_gradient = tf.function(loss_and_gradient, input_signature=[images, labels])
 
     def predict(self, x, batch_size=256, training_mode=False, **kwargs):
@@ -115,11 +126,28 @@ class ARTClassifier(TensorFlowV2Classifier):
         x = np.asarray(x, np.float32)
         if len(x) == 0:
             return np.zeros((0, self.nb_classes), np.float32)
-        logits = np.concatenate([self._logits(x[i:i + batch_size]).numpy()
-                                 for i in range(0, len(x), batch_size)])
+        logits = self._remembered_logits(x, batch_size)
         track = self._track
         if track is not None and len(x) == len(track["labels"]):
             track["rows"] = np.flatnonzero(np.argmax(logits, axis=1) == track["labels"])
+        return logits
+
+    def _remembered_logits(self, x, batch_size):
+        keys = [row.tobytes() for row in x]
+        logits = np.empty((len(x), self.nb_classes), np.float32)
+        missing = []
+        for i, key in enumerate(keys):
+            for seen in self._seen:
+                if key in seen:
+                    logits[i] = seen[key]
+                    break
+            else:
+                missing.append(i)
+        if missing:
+            new = x[missing]
+            logits[missing] = np.concatenate([self._logits(new[i:i + batch_size]).numpy()
+                                              for i in range(0, len(new), batch_size)])
+        self._seen.append(dict(zip(keys, logits.copy())))  # callers may write to theirs
         return logits
 
     def compute_loss(self, x, y, reduction="none", **kwargs):
