@@ -130,6 +130,7 @@ def test_fit_without_the_callback_names_the_optimizer_step():
         model.fit(images, batch_size=8, epochs=1, verbose=0)
 
 
+@pytest.mark.large
 def test_a_non_finite_r_stops_naming_r_and_the_last_good_backup(tmp_path):
     class NaNAfterOneEpoch(regularizers.PGD):
         def perturb(self, encoder, x, **kwargs):  # NaN from the second epoch (step 5) on.

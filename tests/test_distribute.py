@@ -87,6 +87,7 @@ def same(make, **kwargs):
 """
 
 
+@pytest.mark.large
 def test_tarrl_trains_the_same_on_one_device_and_on_two():
     run_in_fresh_process(PREAMBLE + STEPS + """
 identity = lambda: keras.layers.Identity()
@@ -106,6 +107,7 @@ print("ok")
 """)
 
 
+@pytest.mark.large
 def test_a_baseline_trains_the_same_on_one_device_and_on_two():
     run_in_fresh_process(PREAMBLE + STEPS + """
 resnet = lambda: tarrl_tf.encoders.cifar_resnet(input_shape=(12, 12, 1), width=4,
@@ -120,6 +122,7 @@ print("ok")
 """)
 
 
+@pytest.mark.large
 def test_the_pipeline_trains_a_row_under_a_strategy_by_name(tmp_path):
     run_in_fresh_process(PREAMBLE + f"""
 from tarrl_tf import pipeline

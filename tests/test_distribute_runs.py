@@ -8,6 +8,7 @@ run ends, up to float sums taken in another order.
 
 import keras
 import numpy as np
+import pytest
 
 from tarrl_tf.testing import run_in_fresh_process
 from tarrl_tf.training import pretraining
@@ -44,6 +45,7 @@ def _weights(path):
     return keras.models.load_model(path, compile=False).get_weights()
 
 
+@pytest.mark.large
 def test_pretrain_command_under_mirrored_trains_the_one_device_encoder(tmp_path):
     mirrored = _pretrain_command("mirrored", tmp_path / "mirrored")
     assert "2 replicas (mirrored)" in mirrored
@@ -59,6 +61,7 @@ def test_pretrain_command_under_mirrored_trains_the_one_device_encoder(tmp_path)
     assert difference <= WEIGHTS_ATOL
 
 
+@pytest.mark.large
 def test_a_mirrored_run_interrupted_after_epoch_1_resumes_to_the_uninterrupted_weights(tmp_path):
     output = run_in_fresh_process(TWO_DEVICES + f"""
 import keras

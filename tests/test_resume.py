@@ -163,6 +163,7 @@ KILLS = [
 ]
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("where, hold, left, rerun_epochs", KILLS)
 def test_a_killed_tarrl_run_resumes_to_the_weights_of_an_unbroken_run(
         tmp_path, unbroken, where, hold, left, rerun_epochs):

@@ -50,6 +50,7 @@ def runs(suite, tmp_path_factory):
     return single, shards.read_records(folder)
 
 
+@pytest.mark.large
 def test_two_shards_merged_are_the_single_process_report(runs):
     single, records = runs
     assert [r["span"] for r in records] == [[0, 32], [32, 50]]
@@ -106,6 +107,7 @@ def _evaluate_command(*flags):
     return result
 
 
+@pytest.mark.large
 def test_evaluate_command_in_shard_processes_merges_to_the_single_process_report(tmp_path):
     # Each shard in its own process (as on other workers): they train the same head.
     encoder = tmp_path / "encoder.keras"

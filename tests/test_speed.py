@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import speed_readme
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -15,6 +17,7 @@ def _committed():
     return json.loads(speed_readme.BENCH.read_text())
 
 
+@pytest.mark.large
 def test_a_tiny_run_writes_the_schema(tmp_path):
     output = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -189,6 +189,7 @@ def test_bad_settings_raise_value_error(make_cnn, kwargs, message):
         tarrl_tf.TARRLModel(make_cnn(), **kwargs)
 
 
+@pytest.mark.large
 def test_save_and_load_in_a_fresh_process(tmp_path, images, make_resnet):
     x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
     model = _model(make_resnet(), regularizer=regularizers.PowerIteration(epsilon=0.5))

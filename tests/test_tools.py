@@ -248,6 +248,7 @@ def test_pretrain_recipe_auto_is_two_stage_for_the_cifar_resnet_only():
 # --- benchmarks/reproduce.py --reevaluate --------------------------------------------------
 
 
+@pytest.mark.large
 def test_reproduce_reevaluate_replaces_the_zoo_entry(files, tmp_path):
     """Re-evaluates a published entry without training: new metrics and head, old facts."""
     from tarrl_tf import export  # Only this test writes zoo entries.

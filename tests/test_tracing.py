@@ -83,6 +83,7 @@ def test_evaluate_attacks_traces_each_attack_once():
     assert counts == [1, 1]
 
 
+@pytest.mark.large
 def test_a_kept_attack_does_not_keep_its_classifier_alive():
     classifier = _classifier()
     x, y = _images(), np.arange(NUM_IMAGES) % NUM_CLASSES

@@ -559,6 +559,7 @@ def _tool(*args):
     )
 
 
+@pytest.mark.large
 def test_tools_zoo_cli(zoo_copy):
     listed = _tool("list", f"--zoo_dir={zoo_copy}")
     assert listed.returncode == 0, listed.stderr
