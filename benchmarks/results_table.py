@@ -153,9 +153,9 @@ def _robust(card, task):
 
 
 def _gap(card, baseline, task):
-    """`card`'s robust accuracy minus `baseline`'s, per (attack, epsilon) of `card` on `task`."""
+    """`card`'s robust accuracy minus `baseline`'s, per (attack, epsilon) both measured on `task`."""
     base = _robust(baseline, task)
-    return {k: v - base.get(k, float("nan")) for k, v in _robust(card, task).items()}
+    return {k: v - base[k] for k, v in _robust(card, task).items() if k in base}
 
 
 def transfer(cards):

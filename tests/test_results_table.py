@@ -166,6 +166,15 @@ def test_transfer_reads_the_gaps(cards):
     assert not any(r[2] == "cw_l2" for r in rows)
 
 
+def test_transfer_leaves_out_an_attack_the_simclr_card_was_not_measured_with(cards):
+    tarrl = cards[0]
+    tarrl["metrics"] += [_metric("labels", "apgd_ce", 0.1, 0.45, clean=0.97),
+                         _metric("parity", "apgd_ce", 0.1, 0.35, clean=0.96)]
+    rows = _cells(results_table.transfer(cards))[1:]
+    assert rows and not any(r[2] == "apgd_ce" for r in rows)
+    assert not any("nan" in cell for r in rows for cell in r)
+
+
 def test_transfer_has_a_block_per_tarrl_entry_and_no_ratio_without_a_labels_gap(cards):
     l2 = _card("mnist_cnn_tarrl_l2eps2", "tarrl", 500.0, [
         _metric("labels", "pgd_linf", 0.1, 0.30, clean=0.97),  # No gap over SimCLR's 0.30.
