@@ -12,6 +12,12 @@ most likely other classes; Square 5,000 queries, `p_init` 0.8. FAB-T, the
 fourth attack of that version, is not in ART and is left out (Croce & Hein
 found it adds little to the worst case after APGD-CE and APGD-T).
 
+ART 1.20's L-inf Square draws one square (its position and signs) per
+iteration and tries it on every image of the batch, where the reference
+Square draws one per image: the same number of queries searches less, so its
+row is a weaker estimate than AutoAttack's Square (not yet measured against
+the reference here).
+
 Square is registered for L-inf only. ART 1.20.1's L2 Square rescales each new
 square by `1 / (a * b)` where the reference multiplies by `b / a` (`x /= a * b`
 in `square_attack.py`): its search is not Square's, and where `b` is 0 it
