@@ -49,6 +49,7 @@ import keras
 from absl import app, flags
 
 from tarrl_tf import attacks, data, evaluation, pipeline, training
+from tarrl_tf.precision import check_mixed_precision
 from tarrl_tf.robustness import divergences, regularizers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -120,16 +121,12 @@ def main(argv):
         encoder, history, seconds = pipeline.train(row(x), x, y, run_dir, pipeline.Settings(
             datasets_dir=str(REPO.parent / "shared" / "datasets"), output_dir=FLAGS.runs_dir))
         encoder.save(run_dir / "encoder.keras")
-    # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
-    report, _, _ = evaluation.evaluate_on_dataset(
-        encoder, encoder_name=FLAGS.name, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
-        num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES, sanity_checks=False)
+    report, measured = _probe(encoder, FLAGS.name, specs)
     line = {
         "name": FLAGS.name, "method": FLAGS.method, "task": FLAGS.task, "weight": FLAGS.weight,
         "estimator": FLAGS.estimator, "init_encoder": FLAGS.init_encoder, "teacher": FLAGS.teacher,
         "steps": FLAGS.steps, "divergence": FLAGS.divergence, "seconds": None if seconds is None else round(seconds),
-        "clean_accuracy": report["clean_accuracy"],
-        "robust_accuracy": {str(a["epsilon"]): a["robust_accuracy"] for a in report["attacks"]},
+        **measured,
         "R_squared_l2": {str(r["epsilon"]): r["R"] for r in report["robustness"]},
         "final_ssl_loss": history["ssl_loss"][-1] if "ssl_loss" in history else None,
         "final_training_robustness": history.get("robustness", [0.0])[-1],
@@ -142,26 +139,31 @@ def main(argv):
         "regularized_fraction": FLAGS.regularized_fraction, "detach_anchor": FLAGS.detach_anchor,
         "train_examples": len(x), "epochs": FLAGS.epochs,
         "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate, "width": FLAGS.width,
-        "dataset": data.info(FLAGS.dataset).name, "eval_attack": eval_attack,
-        "eval_steps": EVAL_STEPS, "eval_examples": report["num_examples"],
-        "probe_train_examples": report["num_train_examples"],
-        "mixed_precision": None if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision,
+        "mixed_precision": check_mixed_precision(FLAGS.mixed_precision),
     }
     _write(line)
 
 
 def evaluate_encoder(name, specs):
     """One line for an encoder trained elsewhere (a zoo entry), under this script's evaluation."""
-    encoder = evaluation.load_encoder(name)
+    _, measured = _probe(evaluation.load_encoder(name), name, specs)
+    _write({"name": FLAGS.name, "encoder": name, "task": FLAGS.task, **measured})
+
+
+def _probe(encoder, encoder_name, specs):
+    """`(report, fields)`: the plain linear probe attacked with `specs`, and its line's fields."""
+    # The probe and the attacks keep their default seed: the spread over --seed is pretraining's.
     report, _, _ = evaluation.evaluate_on_dataset(
-        encoder, encoder_name=name, dataset=FLAGS.dataset, task=FLAGS.task, attack_specs=specs,
-        num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES, sanity_checks=False)
-    _write({"name": FLAGS.name, "encoder": name, "task": FLAGS.task,
-            "clean_accuracy": report["clean_accuracy"],
-            "robust_accuracy": {str(a["epsilon"]): a["robust_accuracy"] for a in report["attacks"]},
-            "dataset": data.info(FLAGS.dataset).name, "eval_attack": specs[0].name,
-            "eval_steps": EVAL_STEPS, "eval_examples": report["num_examples"],
-            "probe_train_examples": report["num_train_examples"]})
+        encoder, encoder_name=encoder_name, dataset=FLAGS.dataset, task=FLAGS.task,
+        attack_specs=specs, num_examples=EVAL_EXAMPLES, train_examples=PROBE_TRAIN_EXAMPLES,
+        sanity_checks=False)
+    return report, {
+        "clean_accuracy": report["clean_accuracy"],
+        "robust_accuracy": {str(a["epsilon"]): a["robust_accuracy"] for a in report["attacks"]},
+        "dataset": data.info(FLAGS.dataset).name, "eval_attack": specs[0].name,
+        "eval_steps": EVAL_STEPS, "eval_examples": report["num_examples"],
+        "probe_train_examples": report["num_train_examples"],
+    }
 
 
 def _write(line):
@@ -195,7 +197,7 @@ def row(x):
         "learning_rate": FLAGS.learning_rate,
         "threat_model": {"norm": FLAGS.norm, "epsilon": FLAGS.epsilon},
         "regularizer": regularizer, "teacher": FLAGS.teacher, "init_encoder": FLAGS.init_encoder,
-        **({} if FLAGS.mixed_precision == "none" else {"mixed_precision": FLAGS.mixed_precision}),
+        "mixed_precision": check_mixed_precision(FLAGS.mixed_precision),
     }
 
 

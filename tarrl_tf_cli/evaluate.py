@@ -49,8 +49,8 @@ flags.DEFINE_integer("train_examples", None, "Training examples for the head (de
 flags.DEFINE_integer("epochs", 30, "Head training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Batch size of head training and attacks.")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"],
-                    "'bfloat16': the PGD and BIM attacks search with the classifier in bfloat16 "
-                    "(about 3x faster here); whether an image is fooled is still decided in float32.")
+                  "'bfloat16': the PGD and BIM attacks search with the classifier in bfloat16 "
+                  "(about 3x faster here); whether an image is fooled is still decided in float32.")
 flags.DEFINE_integer("regularizer_steps", 20, "PGD steps for measuring the encoder's R.")
 flags.DEFINE_boolean("sanity_checks", True, "Run the checks against false robustness.")
 flags.DEFINE_integer("seed", 0, "Seed of head training and attack random starts.")
