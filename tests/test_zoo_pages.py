@@ -29,6 +29,9 @@ FACTS = dict(
              _metric("labels", "fgsm", 0.1, 0.7), _metric("labels", "fgsm", 0.2, 0.5),
              _metric("labels", "spsa", 0.2, 0.45, n=10),
              _metric("parity", "pgd_linf", 0.1, 0.8), _metric("parity", "pgd_linf", 0.2, 0.65)],
+    headline={"task": "labels", "suite": "standard", "norm": "linf", "epsilon": 0.2,
+              "clean_accuracy": 0.9, "robust_accuracy": 0.35, "num_examples": 50,
+              "attacks": ["apgd_ce", "apgd_t", "square"]},
 )
 
 
@@ -94,11 +97,15 @@ def test_pages_are_rendered_from_the_card(built):
     assert sorted(p.relative_to(built).as_posix() for p in written) == [
         "README.md", f"{NAME}/README.md", f"{NAME}/sweep.svg"]
     index = (built / "README.md").read_text()
-    # PGD at the threat model (0.2), not the weaker FGSM nor SPSA on 10 images.
+    # The suite's worst case, then PGD at the threat model (0.2), not the weaker FGSM nor
+    # SPSA on 10 images.
     assert (f"| [{NAME}]({NAME}/README.md) | digits | small_cnn | tarrl | L-inf 0.2 | 90.0% "
-            f"| 40.0% (pgd_linf-10) | 1 epochs, 1.1 h on a laptop "
+            f"| 35.0% (standard) | 40.0% (pgd_linf-10) | 1 epochs, 1.1 h on a laptop "
             f'| `tarrl_tf.zoo.load("{NAME}")` |') in index
     page = (built / NAME / "README.md").read_text()
+    assert ("Headline: 35.0% robust accuracy at L-inf 0.2, per image over every attack of the "
+            "`standard` suite (apgd_ce, apgd_t, square), 90.0% clean, 50 test images.") in page
+    assert "PGD alone: 40.0% robust accuracy (pgd_linf-10)" in page
     assert f'encoder = tarrl_tf.zoo.load("{NAME}")' in page
     assert "| linear | spsa | L-inf | 0.2 | 10 | 90.0% | 45.0% | 10 |" in page
     assert "Task `parity`:" in page and "Costly attacks ran on fewer images: spsa on 10." in page
