@@ -67,6 +67,7 @@ def _images_through_one_step(name, *, batch_norm, **options):
     ("simclr", {}, False, 2),
     ("tarrl", {}, False, 2 + 1 + K + 1),
     ("tarrl", {"detach_anchor": True}, False, 2 + 1 + K + 1),
+    ("tarrl", {"regularize_output": "projector"}, False, 2 + 1 + K + 1),
     # On the first view of an encoder without training-dependent layers, the views' pass is
     # the anchor.
     ("tarrl", {"regularize_on": "views"}, False, 2 + K + 1),

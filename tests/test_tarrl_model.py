@@ -182,6 +182,7 @@ def test_bad_images_raise_value_error(images, make_cnn, bad, message):
     (dict(regularizer="pgd"), "regularizer must be"),
     (dict(epsilon_warmup_steps=-1), "epsilon_warmup_steps"),
     (dict(regularize_on="crops"), "regularize_on"),
+    (dict(regularize_output="logits"), "regularize_output"),
 ])
 def test_bad_settings_raise_value_error(make_cnn, kwargs, message):
     kwargs.setdefault("regularizer", regularizers.PGD(epsilon=0.1))
@@ -248,3 +249,46 @@ def test_r_is_estimated_on_the_images_or_on_the_first_view(images, make_cnn, reg
     assert model.get_config()["regularize_on"] == regularize_on
     # The views are cropped and jittered, so they never equal the images.
     assert np.array_equal(spy.seen.numpy(), images) == (regularize_on == "images")
+
+
+def test_r_on_the_projector_measures_and_lowers_the_projection_shift(make_cnn):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:12, 0:12] / 11.0
+    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(160, 3))]
+    x = (0.5 + 0.45 * np.stack(shapes))[..., None].astype("float32")
+    train, held_out = x[:128], x[128:]
+    probe = regularizers.PGD(epsilon=0.1, steps=10)
+
+    def trained(weight):
+        keras.utils.set_random_seed(0)
+        model = _model(make_cnn(), weight=weight, regularize_output="projector",
+                       regularizer=regularizers.PGD(epsilon=0.1, steps=3))
+        model.fit(_dataset(train, 32), epochs=6, verbose=0)
+        return model
+
+    control, regularized = trained(0.0), trained(5.0)
+
+    def projected(model):
+        return lambda z, training=False: model.method(model.encoder(z, training=training),
+                                                      training=training)
+
+    # R is measured where it is trained: on the projection, not on the features.
+    held = tf.constant(held_out)
+    r = float(regularized.regularizer(regularized.regularized, held, seed=1))
+    assert r == pytest.approx(float(regularized.regularizer(projected(regularized), held, seed=1)))
+    assert r != pytest.approx(float(regularized.regularizer(regularized.encoder, held, seed=1)))
+    assert (float(probe(projected(regularized), held_out, seed=1))
+            < 0.5 * float(probe(projected(control), held_out, seed=1)))
+    assert regularized.get_config()["regularize_output"] == "projector"
+    clone = tarrl_tf.TARRLModel.from_config(regularized.get_config())
+    assert clone.regularize_output == "projector"
+
+
+def test_r_on_a_batchnorm_projector_goes_through_its_batch_statistics(make_cnn):
+    # Barlow Twins' projector has BatchNorm: R on it needs the training-mode pass,
+    # whatever the encoder holds.
+    encoder = make_cnn()
+    on_features = _model(encoder, method="barlow_twins")
+    on_projection = _model(make_cnn(), method="barlow_twins", regularize_output="projector")
+    assert not on_features.batch_statistics and on_projection.batch_statistics
+    assert on_features.share_anchor and not on_projection.share_anchor

@@ -13,6 +13,7 @@ from tarrl_tf.training.base import TrainingModel, check_model, check_warmup_step
 from tarrl_tf.training.registry import TrainingMethod, register
 
 REGULARIZE_ON = ("images", "views")
+REGULARIZE_OUTPUTS = ("encoder", "projector")
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")
@@ -74,6 +75,11 @@ class TARRLModel(TrainingModel):
             only the perturbed pass is differentiated: the encoder learns to
             keep `f(x')` near `f(x)`, not also to move `f(x)`. Cheaper by the
             anchor's backward pass.
+        regularize_output: `"encoder"` (default) measures `R` on the
+            encoder's features, the representation downstream heads use;
+            `"projector"` on the SSL method's projection of them (the space
+            its loss shapes; the projector is discarded after pretraining,
+            so `R` there bounds no downstream head directly).
         seed: seed for the views and the regularizer's random starts.
         mixed_precision: None (float32) or `"bfloat16"`: in `fit` and
             `evaluate` the encoder and the projector compute in bfloat16 (their
@@ -114,6 +120,7 @@ class TARRLModel(TrainingModel):
         regularized_fraction=1.0,
         batch_statistics=None,
         detach_anchor=False,
+        regularize_output="encoder",
         seed=None,
         **kwargs,
     ):
@@ -129,6 +136,8 @@ class TARRLModel(TrainingModel):
         check_warmup_steps(epsilon_warmup_steps, "epsilon_warmup_steps")
         check_warmup_steps(weight_warmup_steps, "weight_warmup_steps")
         self.regularize_on = check_choice(regularize_on, REGULARIZE_ON, name="regularize_on")
+        self.regularize_output = check_choice(regularize_output, REGULARIZE_OUTPUTS,
+                                              name="regularize_output")
         self.encoder = encoder
         self.method = methods.get(method)
         self.regularizer = regularizer
@@ -141,10 +150,11 @@ class TARRLModel(TrainingModel):
         self.seed = seed
         self.augmentation = augment.resolve(augmentation, image_input_shape(encoder), seed)
         if share_anchor is None:
-            share_anchor = behaves_same_in_training(encoder)
+            share_anchor = behaves_same_in_training(*self._regularized_networks())
         self.share_anchor = bool(share_anchor)
         self.regularized_fraction = float(regularized_fraction)
-        self.batch_statistics = resolve_batch_statistics(batch_statistics, encoder)
+        self.batch_statistics = resolve_batch_statistics(batch_statistics,
+                                                         *self._regularized_networks())
         self.detach_anchor = bool(detach_anchor)
         self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
         self.build_from(encoder)
@@ -188,8 +198,21 @@ class TARRLModel(TrainingModel):
         # One encoder pass over both views: larger matmuls, BatchNorm sees both.
         features = self.encoder(views, training=training)
         z1, z2 = tf.split(self.method(features, training=training), 2)
-        first_view, first_features = tf.split(views, 2)[0], tf.split(features, 2)[0]
-        return self.method.loss(z1, z2), first_view, first_features
+        first_view = tf.split(views, 2)[0]
+        first = z1 if self.regularize_output == "projector" else tf.split(features, 2)[0]
+        return self.method.loss(z1, z2), first_view, first
+
+    def regularized(self, x, training=False):
+        """The output `R` is measured on: the encoder's features, or their projection."""
+        features = self.encoder(x, training=training)
+        if self.regularize_output == "projector":
+            return self.method(features, training=training)
+        return features
+
+    def _regularized_networks(self):
+        if self.regularize_output == "projector":
+            return [self.encoder] + self.method.networks()
+        return [self.encoder]
 
     def _robustness(self, images, indices, view, view_features, tape, epsilon=None):
         x, anchor = images, None
@@ -204,16 +227,16 @@ class TARRLModel(TrainingModel):
         if self.batch_statistics:
             return self._batch_statistics_robustness(x, indices, tape, epsilon)
         if anchor is None:
-            anchor = self.encoder(x, training=False)
+            anchor = self.regularized(x)
         with tape.stop_recording():
             x_adv = self._perturb(x, indices, anchor, epsilon)
-        return self._divergence(anchor, self.encoder(x_adv, training=False))
+        return self._divergence(anchor, self.regularized(x_adv))
 
     def _batch_statistics_robustness(self, x, indices, tape, epsilon):
         with tape.stop_recording():
-            x_adv = self._perturb(x, indices, self.encoder(x, training=False), epsilon)
+            x_adv = self._perturb(x, indices, self.regularized(x), epsilon)
         anchor, perturbed = batch_statistics_pass(
-            lambda z: self.encoder(z, training=True), x, x_adv, [self.encoder])
+            lambda z: self.regularized(z, training=True), x, x_adv, self._regularized_networks())
         return self._divergence(anchor, perturbed)
 
     def _divergence(self, anchor, perturbed):
@@ -223,7 +246,7 @@ class TARRLModel(TrainingModel):
 
     def _perturb(self, x, indices, anchor, epsilon):
         extra = {} if indices is None else {"indices": indices}
-        return self.regularizer.perturb(self.encoder, x, anchor=tf.stop_gradient(anchor),
+        return self.regularizer.perturb(self.regularized, x, anchor=tf.stop_gradient(anchor),
                                         epsilon=epsilon, seed=self.seed_generator, **extra)
 
     def train_step(self, data):
@@ -247,7 +270,7 @@ class TARRLModel(TrainingModel):
         ssl_loss, _, _ = self._ssl_loss(images, training=False)
         if self.regularizer is None:
             return self.record(loss=ssl_loss, ssl_loss=ssl_loss)
-        robustness = self.regularizer(self.encoder, images, seed=self.seed_generator)
+        robustness = self.regularizer(self.regularized, images, seed=self.seed_generator)
         return self.record(loss=ssl_loss + self.weight * robustness, ssl_loss=ssl_loss,
                            robustness=robustness)
 
@@ -262,6 +285,7 @@ class TARRLModel(TrainingModel):
             regularized_fraction=self.regularized_fraction,
             batch_statistics=self.batch_statistics,
             detach_anchor=self.detach_anchor,
+            regularize_output=self.regularize_output,
             seed=self.seed,
         )
         return config
