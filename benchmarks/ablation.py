@@ -92,6 +92,8 @@ flags.DEFINE_float("regularized_fraction", 1.0, "Part of each batch R is estimat
 flags.DEFINE_boolean("detach_anchor", False, "Hold f(x) fixed in R (only f(x') differentiated).")
 flags.DEFINE_enum("regularize_output", "encoder", ["encoder", "projector"],
                   "Measure R on the encoder's features or on the SSL projector's output.")
+flags.DEFINE_float("keep_weight", 0.0, "With --init_encoder: weight of the term keeping the "
+                   "features near the initial encoder's (0: none).")
 flags.DEFINE_integer("warmup_epochs", 2, "Epsilon and weight warm-up epochs.")
 flags.DEFINE_integer("width", 32, "Encoder width (small_cnn for grayscale, cifar_resnet for RGB).")
 flags.DEFINE_enum("normalization", None, ["batch", "group"],
@@ -139,7 +141,7 @@ def main(argv):
         "seed": FLAGS.seed, "norm": FLAGS.norm, "epsilon": FLAGS.epsilon,
         "warmup_epochs": FLAGS.warmup_epochs, "regularize_on": FLAGS.regularize_on,
         "regularized_fraction": FLAGS.regularized_fraction, "detach_anchor": FLAGS.detach_anchor,
-        "regularize_output": FLAGS.regularize_output,
+        "regularize_output": FLAGS.regularize_output, "keep_weight": FLAGS.keep_weight,
         "train_examples": len(x), "epochs": FLAGS.epochs,
         "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate, "width": FLAGS.width,
         "mixed_precision": check_mixed_precision(FLAGS.mixed_precision),
@@ -188,6 +190,8 @@ def row(x):
                            regularized_fraction=FLAGS.regularized_fraction,
                            detach_anchor=FLAGS.detach_anchor,
                            regularize_output=FLAGS.regularize_output)
+        if FLAGS.keep_weight:
+            regularizer["keep_weight"] = FLAGS.keep_weight
     batch_statistics = {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics]
     if batch_statistics is not None and method in ("tarrl", "acl", "deacl"):
         regularizer["batch_statistics"] = batch_statistics

@@ -107,6 +107,9 @@ def train(row, images, labels, run_dir, settings):
 def _train(row, images, labels, run_dir, settings):
     threat, regularizer = row["threat_model"], row.get("regularizer", {})
     seed = row.get("seed", 0)
+    if regularizer.get("keep_weight") and not row.get("init_encoder"):
+        raise ValueError(f"row {row['name']!r}: keep_weight keeps the encoder near the one it "
+                         "starts from, so it needs an init_encoder")
     encoder = pretraining.make_encoder(images.shape[1:], architecture=row["architecture"],
                                        width=row.get("width"), norm=row.get("normalization"),
                                        seed=seed)
@@ -123,6 +126,9 @@ def _train(row, images, labels, run_dir, settings):
     options = {k: v for k, v in regularizer.items() if k not in _ROW_ONLY_KEYS}
     if "estimator" in options and regularizers.ESTIMATORS.get(options["estimator"]).needs_indices:
         options["num_examples"] = len(images)
+    if options.get("keep_weight"):
+        # A frozen copy of the first stage, loaded on its own: the encoder trains away from it.
+        options["reference"] = _load_encoder(row["init_encoder"], settings)
     model = training.build(
         row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
         steps=regularizer.get("steps", 5), seed=seed,

@@ -45,6 +45,8 @@ def _images_through_one_step(name, *, batch_norm, **options):
     keras.utils.set_random_seed(0)
     encoder, counter = _encoder(batch_norm)
     extra = dict(options)
+    if options.get("keep_weight"):
+        extra["reference"] = _encoder(batch_norm)[0]
     if name == "deacl":
         extra["teacher"] = _encoder(batch_norm)[0]
     if name == "supervised_at":
@@ -68,6 +70,8 @@ def _images_through_one_step(name, *, batch_norm, **options):
     ("tarrl", {}, False, 2 + 1 + K + 1),
     ("tarrl", {"detach_anchor": True}, False, 2 + 1 + K + 1),
     ("tarrl", {"regularize_output": "projector"}, False, 2 + 1 + K + 1),
+    # The keep term compares the views' pass with the reference's: no pass of the encoder.
+    ("tarrl", {"keep_weight": 1.0}, False, 2 + 1 + K + 1),
     # On the first view of an encoder without training-dependent layers, the views' pass is
     # the anchor.
     ("tarrl", {"regularize_on": "views"}, False, 2 + K + 1),

@@ -86,6 +86,26 @@ def test_a_baseline_row_takes_its_teacher_and_first_stage_from_files(setup, tmp_
         pipeline.train(wider, images, labels, tmp_path, settings)
 
 
+def test_a_second_stage_keeps_near_its_first_stage_with_keep_weight(setup, tmp_path):
+    keras.utils.set_random_seed(5)
+    first = tarrl_tf.encoders.small_cnn(input_shape=IMAGE_SHAPE, width=4)
+    first.save(tmp_path / "first.keras")
+    regularizer = {"estimator": "fgsm", "weight": 1.0, "keep_weight": 2.0}
+    row = _row("tiny_cnn_tarrl_keep_linf01", "tarrl", regularizer=regularizer,
+               init_encoder=str(tmp_path / "first.keras"))
+    images, labels = prototype_data(64, seed=3)
+    settings = _settings(setup, publish=False)
+    encoder, history, _ = pipeline.train(row, images, labels, tmp_path, settings)
+    assert {"keep_loss", "robustness", "ssl_loss"} <= set(history)
+    # The reference is the first stage (the encoder starts on it): one epoch of two steps moves
+    # the features by little, where an unrelated encoder would be about 1 away.
+    assert 0 < history["keep_loss"][0] < 0.05
+
+    from_scratch = _row("tiny_cnn_tarrl_keep_linf01", "tarrl", regularizer=regularizer)
+    with pytest.raises(ValueError, match="needs an init_encoder"):
+        pipeline.train(from_scratch, images, labels, tmp_path, settings)
+
+
 def test_a_labeled_method_trains_on_labels(setup, tmp_path):
     row = _row("tiny_cnn_supervised_at_linf01", "supervised_at", regularizer={"steps": 1})
     images, labels = prototype_data(64, seed=3)

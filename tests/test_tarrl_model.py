@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import tarrl_tf
-from tarrl_tf import losses, regularizers
+from tarrl_tf import divergences, losses, regularizers
 from tarrl_tf.ssl.augment import ViewAugmentation
 from tarrl_tf.testing import run_in_fresh_process, run_model_test
 
@@ -183,11 +183,20 @@ def test_bad_images_raise_value_error(images, make_cnn, bad, message):
     (dict(epsilon_warmup_steps=-1), "epsilon_warmup_steps"),
     (dict(regularize_on="crops"), "regularize_on"),
     (dict(regularize_output="logits"), "regularize_output"),
+    (dict(keep_weight=-1.0), "keep_weight must be >= 0"),
+    (dict(keep_weight=1.0), "keep_weight > 0 needs a reference"),
+    (dict(reference="copy"), "reference is only used with keep_weight > 0"),
+    (dict(keep_weight=1.0, reference="itself"), "not the encoder itself"),
+    (dict(keep_weight=1.0, reference="narrower"), "representation shape"),
 ])
 def test_bad_settings_raise_value_error(make_cnn, kwargs, message):
     kwargs.setdefault("regularizer", regularizers.PGD(epsilon=0.1))
+    encoder = make_cnn()
+    references = {"copy": make_cnn(), "itself": encoder, "narrower": make_cnn(representation_dim=8)}
+    if "reference" in kwargs:
+        kwargs["reference"] = references[kwargs["reference"]]
     with pytest.raises(ValueError, match=message):
-        tarrl_tf.TARRLModel(make_cnn(), **kwargs)
+        tarrl_tf.TARRLModel(encoder, **kwargs)
 
 
 @pytest.mark.large
@@ -292,3 +301,35 @@ def test_r_on_a_batchnorm_projector_goes_through_its_batch_statistics(make_cnn):
     on_projection = _model(make_cnn(), method="barlow_twins", regularize_output="projector")
     assert not on_features.batch_statistics and on_projection.batch_statistics
     assert on_features.share_anchor and not on_projection.share_anchor
+
+
+def test_keep_weight_holds_the_features_near_the_reference(make_cnn, tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:12, 0:12] / 11.0
+    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(160, 3))]
+    x = (0.5 + 0.45 * np.stack(shapes))[..., None].astype("float32")
+    train, held_out = x[:128], x[128:]
+    keras.utils.set_random_seed(0)
+    first_stage = make_cnn()
+
+    def second_stage(keep_weight):
+        encoder = _copy_weights(first_stage, make_cnn())
+        reference = _copy_weights(first_stage, make_cnn()) if keep_weight else None
+        model = _model(encoder, weight=5.0, regularizer=regularizers.PGD(epsilon=0.1, steps=2),
+                       keep_weight=keep_weight, reference=reference)
+        history = model.fit(_dataset(train, 32), epochs=4, verbose=0)
+        drift = float(tf.reduce_mean(divergences.cosine_distance(
+            model.encoder(held_out), first_stage(held_out))))
+        return model, history.history, drift
+
+    _, free_history, free = second_stage(0.0)
+    kept_model, kept_history, kept = second_stage(5.0)
+    assert "keep_loss" not in free_history and kept_history["keep_loss"][-1] > 0
+    assert kept < 0.5 * free
+    # The reference never trains, and the term serializes with it.
+    np.testing.assert_array_equal(kept_model.reference.get_weights()[0],
+                                  first_stage.get_weights()[0])
+    kept_model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.keep_weight == 5.0
+    np.testing.assert_allclose(loaded.reference(held_out), first_stage(held_out), atol=1e-6)

@@ -41,6 +41,12 @@ def squared_l2(z_clean, z_perturbed):
     return tf.reduce_sum(tf.square(_normalized(z_clean) - _normalized(z_perturbed)), axis=-1)
 
 
+def cosine_distance(a, b):
+    """`1 - cos(a, b)` per example (representations flattened), in [0, 2]."""
+    # On unit vectors ||a - b||^2 = 2 - 2 cos(a, b).
+    return 0.5 * squared_l2(a, b)
+
+
 def softmax_kl(z_clean, z_perturbed, temperature=0.1):
     """`KL(softmax(n(z)/t) || softmax(n(z')/t))` with `n` the L2 normalization."""
     log_p = tf.nn.log_softmax(_normalized(z_clean) / temperature, axis=-1)

@@ -120,7 +120,7 @@ class TrainingModel(keras.Model):
     def build(self, input_shape):
         for name in self.nested_models:
             model = getattr(self, name)
-            if not model.built:
+            if model is not None and not model.built:  # None: an optional model left out
                 model.build(input_shape)
         self.build_parts(input_shape)
         self.built = True

@@ -7,18 +7,12 @@ import tensorflow as tf
 
 from tarrl_tf.checks import checked_images
 from tarrl_tf.encoders import image_input_shape
-from tarrl_tf.robustness import divergences
+from tarrl_tf.robustness.divergences import cosine_distance
 from tarrl_tf.robustness.batchnorm import (batch_statistics_pass, behaves_same_in_training,
                                            resolve_batch_statistics)
 from tarrl_tf.ssl.augment import resolve as resolve_augmentation
 from tarrl_tf.training.base import BaselineModel, check_model, unrecorded
 from tarrl_tf.training.registry import TrainingMethod, register
-
-
-def cosine_distance(a, b):
-    """`1 - cos(a, b)` per example (representations flattened), in [0, 2]."""
-    # On unit vectors ||a - b||^2 = 2 - 2 cos(a, b).
-    return 0.5 * divergences.squared_l2(a, b)
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf")

@@ -6,6 +6,7 @@ import tensorflow as tf
 from tarrl_tf.checks import check_choice, checked_images
 from tarrl_tf.encoders import image_input_shape
 from tarrl_tf.robustness import regularizers
+from tarrl_tf.robustness.divergences import cosine_distance
 from tarrl_tf.robustness.batchnorm import (batch_statistics_pass, behaves_same_in_training,
                                            resolve_batch_statistics)
 from tarrl_tf.ssl import augment, methods
@@ -80,6 +81,14 @@ class TARRLModel(TrainingModel):
             `"projector"` on the SSL method's projection of them (the space
             its loss shapes; the projector is discarded after pretraining,
             so `R` there bounds no downstream head directly).
+        keep_weight: weight of a term that keeps the encoder's features near
+            those of `reference`, a frozen copy of the encoder it started
+            from (`mean 1 - cos(f(v), f0(v))` on the first view; metric
+            `keep_loss`): for a second stage started from a trained SSL
+            encoder, so that R does not pull away what the first stage
+            learned. 0 (default): no such term.
+        reference: the frozen encoder of `keep_weight` (needed when it is
+            > 0; never trained here).
         seed: seed for the views and the regularizer's random starts.
         mixed_precision: None (float32) or `"bfloat16"`: in `fit` and
             `evaluate` the encoder and the projector compute in bfloat16 (their
@@ -103,7 +112,8 @@ class TARRLModel(TrainingModel):
     ```
     """
 
-    metric_names = ("loss", "ssl_loss", "robustness")
+    metric_names = ("loss", "ssl_loss", "robustness", "keep_loss")
+    nested_models = ("encoder", "reference")
     serialized_parts = ("method", "regularizer", "augmentation")
 
     def __init__(
@@ -121,6 +131,8 @@ class TARRLModel(TrainingModel):
         batch_statistics=None,
         detach_anchor=False,
         regularize_output="encoder",
+        keep_weight=0.0,
+        reference=None,
         seed=None,
         **kwargs,
     ):
@@ -138,6 +150,7 @@ class TARRLModel(TrainingModel):
         self.regularize_on = check_choice(regularize_on, REGULARIZE_ON, name="regularize_on")
         self.regularize_output = check_choice(regularize_output, REGULARIZE_OUTPUTS,
                                               name="regularize_output")
+        self.keep_weight, self.reference = _checked_keep(keep_weight, reference, encoder)
         self.encoder = encoder
         self.method = methods.get(method)
         self.regularizer = regularizer
@@ -160,13 +173,20 @@ class TARRLModel(TrainingModel):
         self.build_from(encoder)
 
     def build_parts(self, input_shape):
+        if self.reference is not None:
+            shapes = [tuple(model.compute_output_shape(input_shape)[1:])
+                      for model in (self.encoder, self.reference)]
+            if shapes[0] != shapes[1]:
+                raise ValueError(f"reference must map images to the encoder's representation "
+                                 f"shape {shapes[0]}, got {shapes[1]}")
         self.method.build(self.encoder.compute_output_shape(input_shape))
         self.augmentation.build(input_shape)
         if hasattr(self.regularizer, "build"):
             self.regularizer.build(input_shape)
 
     def precision_networks(self):
-        return [self.encoder] + self.method.networks()
+        reference = [] if self.reference is None else [self.reference]
+        return [self.encoder] + self.method.networks() + reference
 
     @property
     def takes_indices(self):
@@ -198,9 +218,7 @@ class TARRLModel(TrainingModel):
         # One encoder pass over both views: larger matmuls, BatchNorm sees both.
         features = self.encoder(views, training=training)
         z1, z2 = tf.split(self.method(features, training=training), 2)
-        first_view = tf.split(views, 2)[0]
-        first = z1 if self.regularize_output == "projector" else tf.split(features, 2)[0]
-        return self.method.loss(z1, z2), first_view, first
+        return self.method.loss(z1, z2), tf.split(views, 2)[0], tf.split(features, 2)[0], z1
 
     def regularized(self, x, training=False):
         """The output `R` is measured on: the encoder's features, or their projection."""
@@ -252,22 +270,30 @@ class TARRLModel(TrainingModel):
     def train_step(self, data):
         images, indices = self._images(data)
         with tf.GradientTape() as tape:
-            ssl_loss, view, view_features = self._ssl_loss(images, training=True)
+            ssl_loss, view, features, projection = self._ssl_loss(images, training=True)
+            view_features = projection if self.regularize_output == "projector" else features
             loss = ssl_loss
+            terms = {"ssl_loss": ssl_loss}
+            if self.keep_weight > 0:
+                terms["keep_loss"] = self._keep_loss(view, features)
+                loss = loss + self.keep_weight * terms["keep_loss"]
             if self.trains_regularizer:
                 epsilon = self.regularizer.epsilon * self.ramp(self.epsilon_warmup_steps)
                 robustness = self._robustness(images, indices, view, view_features, tape,
                                               epsilon=epsilon)
-                loss = ssl_loss + self.weight * self.ramp(self.weight_warmup_steps) * robustness
-        terms = {"ssl_loss": ssl_loss}
-        if self.trains_regularizer:
-            terms["robustness"] = robustness
+                loss = loss + self.weight * self.ramp(self.weight_warmup_steps) * robustness
+                terms["robustness"] = robustness
         self.apply_gradients(tape, loss, **terms)
         return self.record(loss=loss, **terms)
 
+    def _keep_loss(self, view, features):
+        # The views' training pass is the encoder's side: no extra pass of the encoder.
+        target = tf.stop_gradient(self.reference(view, training=False))
+        return tf.reduce_mean(cosine_distance(features, target))
+
     def test_step(self, data):
         images, _ = self._images(data)
-        ssl_loss, _, _ = self._ssl_loss(images, training=False)
+        ssl_loss, _, _, _ = self._ssl_loss(images, training=False)
         if self.regularizer is None:
             return self.record(loss=ssl_loss, ssl_loss=ssl_loss)
         robustness = self.regularizer(self.regularized, images, seed=self.seed_generator)
@@ -286,9 +312,27 @@ class TARRLModel(TrainingModel):
             batch_statistics=self.batch_statistics,
             detach_anchor=self.detach_anchor,
             regularize_output=self.regularize_output,
+            keep_weight=self.keep_weight,
             seed=self.seed,
         )
         return config
+
+
+def _checked_keep(keep_weight, reference, encoder):
+    if not keep_weight >= 0:
+        raise ValueError(f"keep_weight must be >= 0, got {keep_weight}")
+    if keep_weight > 0 and reference is None:
+        raise ValueError("keep_weight > 0 needs a reference: the frozen encoder to keep near, "
+                         "e.g. a copy of the one the encoder started from")
+    if keep_weight == 0 and reference is not None:
+        raise ValueError("reference is only used with keep_weight > 0")
+    if reference is not None:
+        check_model(reference, "reference")
+        if reference is encoder:
+            raise ValueError("reference must be a copy of the encoder, not the encoder itself "
+                             "(it stays frozen)")
+        reference.trainable = False
+    return float(keep_weight), reference
 
 
 def _make_tarrl(encoder, *, epsilon, norm, steps, seed, estimator="pgd", divergence="squared_l2",
