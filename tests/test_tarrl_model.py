@@ -22,6 +22,15 @@ def _model(encoder, weight=1.0, regularizer="pgd", seed=0, **kwargs):
     return model
 
 
+def _smooth_images(n=160, held_out=32):
+    """Smooth 12x12 gratings, `(train, held_out)`: easy to learn, with room to be perturbed."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:12, 0:12] / 11.0
+    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(n, 3))]
+    x = (0.5 + 0.45 * np.stack(shapes))[..., None].astype("float32")
+    return x[:n - held_out], x[n - held_out:]
+
+
 def _copy_weights(source, target):
     target.set_weights(source.get_weights())
     return target
@@ -68,11 +77,7 @@ def test_weight_zero_is_exactly_plain_ssl(images, make_cnn):
 
 
 def test_regularized_training_lowers_held_out_r(make_cnn):
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:12, 0:12] / 11.0
-    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(160, 3))]
-    x = (0.5 + 0.45 * np.stack(shapes))[..., None].astype("float32")
-    train, held_out = x[:128], x[128:]
+    train, held_out = _smooth_images()
     probe = regularizers.PGD(epsilon=0.1, steps=10)
 
     def trained_r(weight):
@@ -261,11 +266,7 @@ def test_r_is_estimated_on_the_images_or_on_the_first_view(images, make_cnn, reg
 
 
 def test_r_on_the_projector_measures_and_lowers_the_projection_shift(make_cnn):
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:12, 0:12] / 11.0
-    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(160, 3))]
-    x = (0.5 + 0.45 * np.stack(shapes))[..., None].astype("float32")
-    train, held_out = x[:128], x[128:]
+    train, held_out = _smooth_images()
     probe = regularizers.PGD(epsilon=0.1, steps=10)
 
     def trained(weight):
@@ -304,11 +305,7 @@ def test_r_on_a_batchnorm_projector_goes_through_its_batch_statistics(make_cnn):
 
 
 def test_keep_weight_holds_the_features_near_the_reference(make_cnn, tmp_path):
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:12, 0:12] / 11.0
-    shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(160, 3))]
-    x = (0.5 + 0.45 * np.stack(shapes))[..., None].astype("float32")
-    train, held_out = x[:128], x[128:]
+    train, held_out = _smooth_images()
     keras.utils.set_random_seed(0)
     first_stage = make_cnn()
 
