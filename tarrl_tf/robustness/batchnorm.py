@@ -66,3 +66,45 @@ def batch_statistics_pass(call, first, second, models):
         for variable, value in zip(variables, saved):
             variable.assign(value)
     return tf.split(outputs, 2)
+
+
+def recalibrate(encoder, images, batch_size=250):
+    """Sets the encoder's BatchNorm moving statistics to the mean batch statistics of `images`.
+
+    The moving statistics of a pretrained encoder come from the augmented
+    views its SSL loss saw, while downstream heads and attackers run it in
+    inference mode on plain images. `R` taken through batch statistics
+    (`batch_statistics_pass`) flattens the encoder as normalized by the
+    plain images' own statistics; where those differ from the views', the
+    inference-mode encoder can keep a worst-case shift many times larger
+    (RESULTS.md, "Natural images"). One training-mode pass over plain,
+    unlabeled images, averaging each layer's batch statistics equally
+    ("precise BN"), aligns the two. Weights are untouched.
+
+    Args:
+        encoder: a Keras model with BatchNormalization layers.
+        images: float images `[N, H, W, C]`, N >= batch_size; the first
+            `N // batch_size` full batches are used.
+        batch_size: images per pass.
+
+    Returns:
+        The number of batches averaged.
+    """
+    layers_ = _batch_norm_layers([encoder])
+    if not layers_:
+        raise ValueError(f"{encoder.name} has no BatchNormalization layer to recalibrate")
+    batches = len(images) // batch_size
+    if batches < 1:
+        raise ValueError(f"recalibrate needs at least batch_size={batch_size} images, "
+                         f"got {len(images)}")
+    momenta = [layer.momentum for layer in layers_]
+    try:
+        for k in range(1, batches + 1):
+            # Momentum (k-1)/k makes the moving value the running mean of the k batches so far.
+            for layer in layers_:
+                layer.momentum = (k - 1) / k
+            encoder(tf.constant(images[(k - 1) * batch_size:k * batch_size]), training=True)
+    finally:
+        for layer, momentum in zip(layers_, momenta):
+            layer.momentum = momentum
+    return batches
