@@ -186,7 +186,8 @@ class TrainingModel(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for name in cls.nested_models:
-            config[name] = keras.saving.deserialize_keras_object(config[name])
+            if name in config:  # configs saved before an optional model existed lack it
+                config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
 
 
