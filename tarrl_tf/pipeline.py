@@ -113,9 +113,11 @@ def _train(row, images, labels, run_dir, settings):
     encoder = pretraining.make_encoder(images.shape[1:], architecture=row["architecture"],
                                        width=row.get("width"), norm=row.get("normalization"),
                                        seed=seed)
+    first_stage = None
     if row.get("init_encoder"):
         # Two stages: start from a trained encoder (e.g. plain SimCLR) instead of from scratch.
-        _copy_weights(_load_encoder(row["init_encoder"], settings), encoder)
+        first_stage = _load_encoder(row["init_encoder"], settings)
+        _copy_weights(first_stage, encoder)
     method = training.METHODS.get(row["method"])
     steps_per_epoch = len(images) // row["batch_size"]
     needs = {}
@@ -127,8 +129,8 @@ def _train(row, images, labels, run_dir, settings):
     if "estimator" in options and regularizers.ESTIMATORS.get(options["estimator"]).needs_indices:
         options["num_examples"] = len(images)
     if options.get("keep_weight"):
-        # A frozen copy of the first stage, loaded on its own: the encoder trains away from it.
-        options["reference"] = _load_encoder(row["init_encoder"], settings)
+        # The loaded first stage stays as it was (its weights were copied): the frozen reference.
+        options["reference"] = first_stage
     model = training.build(
         row["method"], encoder, epsilon=threat["epsilon"], norm=threat["norm"],
         steps=regularizer.get("steps", 5), seed=seed,

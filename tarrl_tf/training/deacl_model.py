@@ -7,9 +7,9 @@ import tensorflow as tf
 
 from tarrl_tf.checks import checked_images
 from tarrl_tf.encoders import image_input_shape
-from tarrl_tf.robustness.divergences import cosine_distance
 from tarrl_tf.robustness.batchnorm import (batch_statistics_pass, behaves_same_in_training,
                                            resolve_batch_statistics)
+from tarrl_tf.robustness.divergences import cosine_distance
 from tarrl_tf.ssl.augment import resolve as resolve_augmentation
 from tarrl_tf.training.base import BaselineModel, check_model, unrecorded
 from tarrl_tf.training.registry import TrainingMethod, register

@@ -2,8 +2,9 @@
 
 `zoo/README.md` is the index: one row per entry (dataset, architecture,
 method, threat model, clean accuracy, the card's suite headline with PGD
-beside it, pretraining cost, load line). `zoo/<name>/README.md` is the entry's card in words (what it is, how
-it was trained, how to load and serve it, its numbers, its limits) beside
+beside it, pretraining cost, load line). `zoo/<name>/README.md` is the
+entry's card in words (what it is, how it was trained, how to load and
+serve it, its numbers, its limits) beside
 `zoo/<name>/sweep.svg`, its robust accuracy against the attack radius.
 
 Pages hold nothing that is not in the card, so they are not checksummed:
@@ -94,7 +95,7 @@ def render_index(cards):
             f"| {card['architecture']} | {card['method']} | {_threat(card['threat_model'])} "
             f"| {_percent(clean['clean_accuracy']) if clean else '-'} "
             f"| {_suite(top) if top else '-'} "
-            f"| {_percent(pgd['robust_accuracy']) + ' (' + _attack(pgd['attack']) + ')' if pgd else '-'} "
+            f"| {_with_attack(pgd) if pgd else '-'} "
             f"| {_cost(card['training'])} | `tarrl_tf.zoo.load(\"{card['name']}\")` |")
     lines += ["", "Load any entry by name from a clone, or from an installed package with "
               "`TARRL_ZOO_URL` set to the base URL of a zoo like this folder (see the repository "
@@ -104,6 +105,10 @@ def render_index(cards):
 
 def _suite(headline):
     return f"{_percent(headline['robust_accuracy'])} ({headline['suite']})"
+
+
+def _with_attack(metric):
+    return f"{_percent(metric['robust_accuracy'])} ({_attack(metric['attack'])})"
 
 
 def render_page(card):
