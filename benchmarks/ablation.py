@@ -101,6 +101,9 @@ flags.DEFINE_enum("normalization", None, ["batch", "group"],
 flags.DEFINE_enum("batch_statistics", "auto", ["auto", "true", "false"],
                   "Differentiate R through training-mode BatchNorm passes (auto: if the encoder has "
                   "BatchNorm).")
+flags.DEFINE_boolean("shared_statistics", False,
+                     "With batch statistics: the views and R's pair in one training-mode pass, "
+                     "whose statistics become the moving ones.")
 flags.DEFINE_list("eval_epsilons", ["0.1", "0.2", "0.3"], "Radii of the evaluation attack.")
 flags.DEFINE_enum("eval_norm", "inf", list(EVAL_ATTACKS), "Norm of the evaluation attack.")
 flags.DEFINE_string("output", str(REPO / "benchmarks" / "ablation.jsonl"), "JSON lines output.")
@@ -142,7 +145,7 @@ def main(argv):
         "warmup_epochs": FLAGS.warmup_epochs, "regularize_on": FLAGS.regularize_on,
         "regularized_fraction": FLAGS.regularized_fraction, "detach_anchor": FLAGS.detach_anchor,
         "regularize_output": FLAGS.regularize_output, "keep_weight": FLAGS.keep_weight,
-        "train_examples": len(x), "epochs": FLAGS.epochs,
+        "shared_statistics": FLAGS.shared_statistics, "train_examples": len(x), "epochs": FLAGS.epochs,
         "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate, "width": FLAGS.width,
         "mixed_precision": check_mixed_precision(FLAGS.mixed_precision),
     }
@@ -192,6 +195,8 @@ def row(x):
                            regularize_output=FLAGS.regularize_output)
         if FLAGS.keep_weight:
             regularizer["keep_weight"] = FLAGS.keep_weight
+        if FLAGS.shared_statistics:
+            regularizer["shared_statistics"] = True
     batch_statistics = {"auto": None, "true": True, "false": False}[FLAGS.batch_statistics]
     if batch_statistics is not None and method in ("tarrl", "acl", "deacl"):
         regularizer["batch_statistics"] = batch_statistics

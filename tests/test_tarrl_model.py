@@ -115,9 +115,42 @@ def test_batchnorm_encoders_differentiate_r_with_batch_statistics(make_resnet, m
     model = _model(make_resnet(), batch_statistics=False)
     restored = tarrl_tf.TARRLModel.from_config(model.get_config())
     assert restored.batch_statistics is False
+    shared = _model(make_resnet(), shared_statistics=True)
+    assert tarrl_tf.TARRLModel.from_config(shared.get_config()).shared_statistics
 
 
-def test_r_through_batch_statistics_falls_on_a_batchnorm_encoder(make_resnet):
+@keras.saving.register_keras_serializable(package="tarrl_tf_tests")
+class InvertedViews(keras.layers.Layer):
+    """A deterministic "view": 1 - x, so the views' statistics differ from the images'."""
+
+    def call(self, x, training=None):
+        return 1.0 - x
+
+
+@pytest.mark.parametrize("shared_statistics, weight", [(True, 1.0), (False, 1.0), (True, 0.0)])
+def test_shared_statistics_set_the_moving_statistics_from_views_and_pair(shared_statistics,
+                                                                          weight):
+    # Momentum 0: the moving mean is the last training batch's mean.
+    encoder = keras.Sequential([keras.Input((4, 4, 1)),
+                                keras.layers.BatchNormalization(momentum=0.0),
+                                keras.layers.Flatten(), keras.layers.Dense(4)])
+    x = np.random.default_rng(0).uniform(0.0, 0.2, (8, 4, 4, 1)).astype("float32")
+    model = _model(encoder, weight=weight, augmentation=InvertedViews(),
+                   regularizer=regularizers.PGD(epsilon=0.05, steps=2),
+                   shared_statistics=shared_statistics)
+    model.fit(_dataset(x, 8), epochs=1, verbose=0)
+    moving_mean = float(encoder.layers[0].moving_mean.numpy()[0])
+    views, images = 1.0 - x.mean(), x.mean()
+    if shared_statistics and weight > 0:
+        # Views, x and x' (within 0.05 of x) in one batch, as inference will normalize them.
+        assert abs(moving_mean - (2 * views + 2 * images) / 4) <= 0.05 / 4 + 1e-6
+    else:
+        # Only the views set them: R's pass restores them, and weight 0 has no R.
+        np.testing.assert_allclose(moving_mean, views, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared_statistics", [False, True])
+def test_r_through_batch_statistics_falls_on_a_batchnorm_encoder(make_resnet, shared_statistics):
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:8, 0:8] / 7.0
     shapes = [np.sin(a * xx + b * yy + c) for a, b, c in rng.uniform(1, 6, size=(96, 3))]
@@ -126,7 +159,8 @@ def test_r_through_batch_statistics_falls_on_a_batchnorm_encoder(make_resnet):
 
     def trained_r(weight):
         keras.utils.set_random_seed(0)
-        model = _model(make_resnet(), weight=weight, regularizer=regularizers.PGD(epsilon=0.1, steps=3))
+        model = _model(make_resnet(), weight=weight, regularizer=regularizers.PGD(epsilon=0.1, steps=3),
+                       shared_statistics=shared_statistics and weight > 0)
         model.fit(_dataset(x[:64], 32), epochs=20, verbose=0)  # Long enough for the moving statistics.
         # The deployed function: inference mode, moving statistics.
         return float(probe(model.encoder, x[64:], seed=1))
@@ -193,6 +227,7 @@ def test_bad_images_raise_value_error(images, make_cnn, bad, message):
     (dict(reference="copy"), "reference is only used with keep_weight > 0"),
     (dict(keep_weight=1.0, reference="itself"), "not the encoder itself"),
     (dict(keep_weight=1.0, reference="narrower"), "representation shape"),
+    (dict(shared_statistics=True), "needs batch_statistics"),
 ])
 def test_bad_settings_raise_value_error(make_cnn, kwargs, message):
     kwargs.setdefault("regularizer", regularizers.PGD(epsilon=0.1))
