@@ -31,15 +31,13 @@ class TARRLModel(TrainingModel):
     The search for `x'` runs the encoder with `training=False`, aiming at the
     function that downstream models use. The differentiated passes of `R`
     do too, unless the encoder has BatchNormalization: then `f(x)` and
-    `f(x')` take one training-mode pass together, normalized with that
-    batch's statistics, and the moving statistics are restored after it
-    (`robustness.batchnorm.batch_statistics_pass`), so only the clean views set them.
-    Through inference-mode BatchNorm the gradient takes the moving
-    statistics as constants, though training keeps moving them: on CIFAR-10
-    that broke training down (RESULTS.md). The anchor
-    `f(x)` takes one extra pass, except when `R` is estimated on the first
-    view of an encoder without training-dependent layers, which shares the
-    views' pass.
+    `f(x')` take one training-mode pass together and the moving statistics
+    are restored after it (`robustness.batchnorm.batch_statistics_pass`);
+    through inference mode the gradient takes the moving statistics as
+    constants though training moves them, which broke CIFAR-10 training
+    down (RESULTS.md). The anchor `f(x)` takes one extra pass, except when
+    `R` is estimated on the first view of an encoder without
+    training-dependent layers, which shares the views' pass.
 
     Metrics: `loss`, `ssl_loss`, and `robustness` (the value of `R`; in
     training only when `weight > 0`, as it is differentiated; in evaluation
@@ -72,17 +70,13 @@ class TARRLModel(TrainingModel):
             estimated in training. `R` is a mean over inputs, so a part of
             the batch estimates it without bias at a proportionally lower
             cost (see benchmarks/step_time.py).
-        shared_statistics: with `batch_statistics`, the views and R's pair
-            (`x`, `x'`) take ONE training-mode pass, normalized by that mixed
-            batch's statistics, which also become the moving statistics. SSL
-            and `R` then train the function that inference runs: with separate
-            passes, `R` flattens the encoder as normalized by the plain images'
-            statistics while the moving ones come from the views alone, and on
-            the zoo's CIFAR-10 ResNet the attacked (inference) mode kept a
-            worst-case shift 90 times that of the mode `R` saw (RESULTS.md,
-            "Natural images"). Same passes: the search's anchor, its steps,
-            and one pass over views, `x` and `x'` (views only and `x'` with
-            `regularize_on="views"`, the first view being `x`).
+        shared_statistics: with `batch_statistics`, the views, `x` and `x'`
+            take ONE training-mode pass whose statistics also become the moving
+            ones, so SSL and `R` train the function inference runs. With
+            separate passes the zoo's CIFAR-10 ResNet kept, in inference mode,
+            a worst-case shift 90 times that of the mode `R` saw (RESULTS.md,
+            "Natural images"). No extra pass (`x` is the first view with
+            `regularize_on="views"`).
         detach_anchor: hold `f(x)` fixed in `R` (no gradient through it), so
             only the perturbed pass is differentiated: the encoder learns to
             keep `f(x')` near `f(x)`, not also to move `f(x)`. Cheaper by the
