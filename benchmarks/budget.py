@@ -36,6 +36,9 @@ flags.DEFINE_string("output", str(REPO / "benchmarks" / "cifar_proxy_budget.json
 flags.DEFINE_string("figure", str(REPO / "benchmarks" / "figures" / "cifar_proxy_budget.png"),
                     "Robust accuracy against cost.")
 flags.DEFINE_float("epsilon", 0.0313725, "The radius robust accuracy is ranked at.")
+flags.DEFINE_string("zoo_dir", str(REPO / "zoo"), "Zoo of the entries runs were built on.")
+flags.DEFINE_enum("rank_by", "pgd", ["pgd", "suite"],
+                  "Rank by the PGD row, or by the suite's worst case (runs evaluated with --suite).")
 flags.DEFINE_string("task", "labels", "The downstream task ranked (runs record theirs; none: labels).")
 flags.DEFINE_integer("width", 8, "Proxy ResNet width (--measure).")
 flags.DEFINE_integer("batch_size", 256, "Images per step (--measure).")
@@ -144,19 +147,18 @@ def rank():
         steps = run["epochs"] * (run["train_examples"] // run["batch_size"])
         total = steps * costs[key]
         for built_on in (run.get("init_encoder"), run.get("teacher")):
-            if built_on:  # a path <runs_dir>/<name>/encoder.keras of an earlier run
-                total += cost(by_name[pathlib.Path(built_on).parent.name])
+            if built_on:  # <runs_dir>/<name>/encoder.keras of an earlier run, or a zoo entry
+                earlier = by_name.get(pathlib.Path(built_on).parent.name) or zoo_run(built_on)
+                total += cost(earlier)
         return total
 
-    key = str(FLAGS.epsilon)
     ranked = sorted(
         ({"name": run["name"], "seed": run.get("seed", 0),
           "method": "simclr" if cost_key(run) == "simclr" else run.get("method", "tarrl"),
           "task": run.get("task", "labels"),
           "cost_simclr_steps": round(cost(run)), "clean_accuracy": run["clean_accuracy"],
-          "robust_accuracy": run["robust_accuracy"][key], "eval_attack": run["eval_attack"],
-          "eval_steps": run["eval_steps"], "eval_examples": run["eval_examples"],
-          "epsilon": FLAGS.epsilon} for run in runs if run.get("task", "labels") == FLAGS.task),
+          **robust_accuracy(run, str(FLAGS.epsilon)), "epsilon": FLAGS.epsilon}
+         for run in runs if run.get("task", "labels") == FLAGS.task),
         key=lambda r: (-r["robust_accuracy"], r["cost_simclr_steps"]))
     pathlib.Path(FLAGS.output).write_text("".join(json.dumps(r) + "\n" for r in ranked))
     print("| run | method | cost (SimCLR steps) | clean | robust |\n|---|---|---|---|---|")
@@ -164,6 +166,42 @@ def rank():
         print(f"| {r['name']} | {r['method']} | {r['cost_simclr_steps']} | "
               f"{r['clean_accuracy']:.3f} | {r['robust_accuracy']:.3f} |")
     _figure(ranked)
+
+
+def zoo_run(name):
+    """A zoo entry's training as a run of its own (what a second stage built on it paid)."""
+    from tarrl_tf import zoo
+
+    try:
+        card = zoo.info(name, zoo_dir=FLAGS.zoo_dir)
+    except zoo.ZooError as error:
+        raise ValueError(f"{name!r} is neither a run of --results nor a zoo entry: {error}")
+    regularizer = card.get("regularizer") or {}
+    return {"name": name, "method": card["method"], "weight": regularizer.get("weight", 0.0),
+            "steps": regularizer.get("steps", 3), "estimator": regularizer.get("estimator", "pgd"),
+            **{k: card["training"][k] for k in ("epochs", "train_examples", "batch_size")}}
+
+
+def robust_accuracy(run, epsilon):
+    """The run's strongest measured robust accuracy at `epsilon`, with the attack that gave it.
+
+    With `--rank_by=suite` a run evaluated with a suite (`ablation.py --suite`) is
+    ranked by the suite's per-image worst case on all attacked images (when its
+    Square saw a subset: the gradient attacks' worst case on every image, the
+    larger sample); `--rank_by=pgd` ranks every run by its PGD row.
+    """
+    fields = {"eval_examples": run["eval_examples"]}
+    if FLAGS.rank_by == "suite":
+        if "worst_case" not in run:
+            raise ValueError(f"{run['name']} has no suite evaluation: re-evaluate it with "
+                             "benchmarks/ablation.py --evaluate_only --suite=..., or "
+                             "--rank_by=pgd")
+        on_all = run.get("worst_case_on_all", {})
+        value = on_all.get(epsilon, run["worst_case"][epsilon])
+        return {"robust_accuracy": value, "eval_attack": f"{run['suite']} suite worst case",
+                "eval_steps": None, **fields}
+    return {"robust_accuracy": run["robust_accuracy"][epsilon], "eval_attack": run["eval_attack"],
+            "eval_steps": run["eval_steps"], **fields}
 
 
 def _figure(ranked):
@@ -179,8 +217,8 @@ def _figure(ranked):
                           textcoords="offset points")
     first = ranked[0]
     axes.set_xlabel("pretraining cost (plain-SimCLR steps)")
-    axes.set_ylabel(f"robust accuracy ({first['eval_attack']}-{first['eval_steps']}, "
-                    f"eps {FLAGS.epsilon:.4g})")
+    attack = first["eval_attack"] + (f"-{first['eval_steps']}" if first["eval_steps"] else "")
+    axes.set_ylabel(f"robust accuracy ({attack}, eps {FLAGS.epsilon:.4g})")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()

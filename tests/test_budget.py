@@ -54,3 +54,47 @@ def test_a_run_without_a_measured_cost_is_named(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "No measured step cost" in result.stderr
     assert "estimator=fgsm" in result.stderr
+
+
+def _rank(tmp_path, runs, ratios, *flags):
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    (tmp_path / "costs.json").write_text(json.dumps({"ratios": ratios}))
+    return subprocess.run(
+        [sys.executable, "benchmarks/budget.py", f"--results={tmp_path / 'runs.jsonl'}",
+         f"--costs={tmp_path / 'costs.json'}", f"--output={tmp_path / 'ranked.jsonl'}",
+         f"--figure={tmp_path / 'budget.png'}", "--epsilon=0.03", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+TARRL_PGD3 = "method=tarrl,estimator=pgd,steps=3,regularized_fraction=1.0,detach_anchor=False"
+
+
+def test_runs_rank_by_the_suites_worst_case_on_every_image_and_without_it_are_named(tmp_path):
+    runs = [
+        # PGD ranks a first, the suite b: a's PGD row overstates it.
+        _run("a", 0.4, suite="quick", worst_case={"0.03": 0.35},
+             worst_case_on_all={"0.03": 0.1}),
+        _run("b", 0.3, suite="quick", worst_case={"0.03": 0.25}),
+    ]
+    ratios = {"simclr": 1.0, TARRL_PGD3: 2.0}
+    result = _rank(tmp_path, runs, ratios, "--rank_by=suite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranked = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text().splitlines()]
+    assert [(r["name"], r["robust_accuracy"]) for r in ranked] == [("b", 0.25), ("a", 0.1)]
+    assert ranked[0]["eval_attack"] == "quick suite worst case"
+    result = _rank(tmp_path, runs + [_run("c", 0.5)], ratios, "--rank_by=suite")
+    assert result.returncode != 0 and "c has no suite evaluation" in result.stderr
+
+
+def test_a_second_stage_built_on_a_zoo_entry_pays_for_its_training(tmp_path):
+    card = json.loads((REPO / "zoo" / "cifar10_resnet_simclr" / "model_card.json").read_text())
+    first = card["training"]["epochs"] * (card["training"]["train_examples"]
+                                          // card["training"]["batch_size"])
+    runs = [_run("second", 0.2, epochs=5, init_encoder="cifar10_resnet_simclr")]
+    result = _rank(tmp_path, runs, {"simclr": 1.0, TARRL_PGD3: 2.0})
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranked = json.loads((tmp_path / "ranked.jsonl").read_text())
+    assert ranked["cost_simclr_steps"] == 5 * 10 * 2 + first
+    runs = [_run("second", 0.2, epochs=5, init_encoder="no_such_entry")]
+    result = _rank(tmp_path, runs, {"simclr": 1.0, TARRL_PGD3: 2.0})
+    assert result.returncode != 0 and "neither a run of --results nor a zoo entry" in result.stderr
