@@ -17,6 +17,9 @@ carry across machines and survive load from other processes). The JSON:
 - `attack_speedup`: the evaluation's PGD-40, in float32 and with its search in
   bfloat16, against `cleverhans.tf2` PGD-40 called eagerly batch by batch,
   same classifier and images, with the three robust accuracies;
+- `threads`: SimCLR's and TARRL PGD-3's step (small CNN) with one intra-op
+  thread (and one inter-op thread) over TensorFlow's default, which sizes
+  its pools by the cores;
 - `images_per_second` and `peak_rss_mib`: pretraining (per encoder and
   precision) and attacked evaluation, each measured in a process of its own;
   `input_pipeline_images_per_second`: the pretraining input pipeline alone.
@@ -39,14 +42,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PRESETS = {
     "full": {"batch_size": {"small_cnn": 256, "cifar_resnet": 128}, "rounds": 10, "warmup": 2,
              "attack_images": 1000, "attack_batch_size": 256, "attack_steps": 40,
-             "attack_rounds": 3, "pretrain_steps": 10, "tiny": False},
+             "attack_rounds": 3, "pretrain_steps": 10, "thread_rounds": 3, "tiny": False},
     "quick": {"batch_size": {"small_cnn": 128, "cifar_resnet": 64}, "rounds": 3, "warmup": 1,
               "attack_images": 1000, "attack_batch_size": 256, "attack_steps": 40,
-              "attack_rounds": 2, "pretrain_steps": 4, "tiny": False},
+              "attack_rounds": 2, "pretrain_steps": 4, "thread_rounds": 2, "tiny": False},
     # For tests: 8x8 images, the smallest networks, one round.
     "tiny": {"batch_size": {"small_cnn": 8, "cifar_resnet": 8}, "rounds": 1, "warmup": 1,
              "attack_images": 10, "attack_batch_size": 4, "attack_steps": 3, "attack_rounds": 1,
-             "pretrain_steps": 2, "tiny": True},
+             "pretrain_steps": 2, "thread_rounds": 1, "tiny": True},
 }
 JIT_REASON = ("the option was removed: jit_compile=True fails on the training step (the "
               "augmentation's CropAndResize has no XLA CPU kernel), and on the rest of the step "
@@ -94,15 +97,45 @@ def machine():
             "python": platform.python_version(), "load_average": list(os.getloadavg())}
 
 
-def child(job):
-    """Runs `benchmarks.speed_child` on `job` in a new process; returns its JSON."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+def child(job, env=None):
+    """Runs `benchmarks.speed_child` on `job` in a new process (with `env` added); its JSON."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     result = subprocess.run([sys.executable, "-m", "benchmarks.speed_child", json.dumps(job)],
                             cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"benchmarks.speed_child {job} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# TensorFlow reads its thread pools' sizes once, at start-up: each setting is a process.
+THREAD_SETTINGS = {
+    "default": {},
+    "intra_op_1": {"TF_NUM_INTRAOP_THREADS": "1"},
+    "intra_op_1_inter_op_1": {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"},
+}
+
+
+def thread_settings(settings, log):
+    """Step seconds of SimCLR and TARRL PGD-3 (small CNN) per thread setting, over the default's.
+
+    The settings' processes alternate, `rounds` times, so load from other
+    processes hits them alike; each ratio is a median over those processes.
+    """
+    result = {"cores": os.cpu_count(), "ratio_to_default": {}}
+    for configuration in ("simclr", "pgd-3"):
+        job = {"task": "step_seconds", "encoder": "small_cnn", "configuration": configuration,
+               "batch_size": settings["batch_size"]["small_cnn"], "rounds": settings["rounds"],
+               "warmup": settings["warmup"], "tiny": settings["tiny"]}
+        seconds = {name: [] for name in THREAD_SETTINGS}
+        for round_ in range(settings["thread_rounds"]):
+            for name, env in THREAD_SETTINGS.items():
+                seconds[name].append(child(job, env)["seconds"])
+            log(f"threads: {configuration} round {round_ + 1}/{settings['thread_rounds']}")
+        default = sorted(seconds["default"])[len(seconds["default"]) // 2]
+        result["ratio_to_default"][configuration] = {
+            name: round(sorted(s)[len(s) // 2] / default, 3) for name, s in seconds.items()}
+    return result
 
 
 def measure(preset, *, encoders, configurations, precisions, attack_classifier, log):
@@ -148,7 +181,9 @@ def measure(preset, *, encoders, configurations, precisions, attack_classifier, 
                     "steps": settings["attack_steps"], **locations})
     rates["attacked_evaluation"] = round(result["images_per_second"], 2)
     memory["attacked_evaluation"] = round(result["peak_rss_mib"], 1)
+    threads = thread_settings(settings, log)
     return {"settings": settings, "step_ratio": step_ratio, "mixed_precision_speedup": speedup,
+            "threads": threads,
             "jit_compile_speedup": {"value": None, "reason": JIT_REASON},
             "attack_speedup": attack, "images_per_second": rates, "peak_rss_mib": memory,
             "input_pipeline_images_per_second": pipeline}

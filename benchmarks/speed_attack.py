@@ -43,7 +43,7 @@ def classifier_and_images(source, *, num_images, datasets_dir=None, zoo_dir=None
     return classifier, x, y, epsilon, f"zoo entry {source} on {len(x)} {card['dataset']} test images"
 
 
-def eager_cleverhans_pgd(classifier, x, y, spec, batch_size):
+def eager_cleverhans_pgd(classifier, x, y, spec, batch_size, random_start=True):
     """`cleverhans.tf2`'s `projected_gradient_descent`, called eagerly on each batch."""
     def model_fn(images):
         return classifier(images, training=False)
@@ -53,17 +53,45 @@ def eager_cleverhans_pgd(classifier, x, y, spec, batch_size):
         batches.append(projected_gradient_descent(
             model_fn, tf.constant(x[start:start + batch_size]), eps=spec.epsilon,
             eps_iter=spec.step_size, nb_iter=spec.steps, norm=np.inf, clip_min=0.0, clip_max=1.0,
-            y=tf.constant(y[start:start + batch_size]), targeted=False, rand_init=True,
+            y=tf.constant(y[start:start + batch_size]), targeted=False, rand_init=random_start,
             sanity_checks=False).numpy())
     return np.concatenate(batches)
 
 
-def robust_accuracy(classifier, x, x_adv, y):
-    """Right both clean and under the attack, as the evaluation counts it."""
+def robust(classifier, x, x_adv, y):
+    """Per image: right both clean and under the attack, as the evaluation counts it."""
     def right(images):
         return np.argmax(classifier.predict(images, batch_size=512, verbose=0), axis=-1) == y
 
-    return float(np.mean(right(x) & right(x_adv)))
+    return right(x) & right(x_adv)
+
+
+def robust_accuracy(classifier, x, x_adv, y):
+    return float(np.mean(robust(classifier, x, x_adv, y)))
+
+
+def same_start(classifier, x, y, *, epsilon, steps, batch_size):
+    """Both paths from the images themselves (no random start), compared image by image.
+
+    From one start both take the same steps (CleverHans' `optimize_linear`,
+    `clip_eta` and clipping), so they differ only where the evaluation keeps an
+    image's first misclassified iterate and CleverHans steps on past it: every
+    image CleverHans fools, the evaluation must fool too. With random starts
+    the two paths also draw different starts, and their accuracies differ by
+    that noise as well.
+    """
+    spec = attacks.make_attack("pgd_linf", epsilon=epsilon, steps=steps, random_start=False)
+    ours = robust(classifier, x, attacks.run_attack(classifier, x, y, spec,
+                                                    batch_size=batch_size, seed=0), y)
+    theirs = robust(classifier, x, eager_cleverhans_pgd(classifier, x, y, spec, batch_size,
+                                                        random_start=False), y)
+    return {
+        "robust_accuracy": {"evaluation": float(np.mean(ours)),
+                            "cleverhans_eager": float(np.mean(theirs))},
+        "fooled_by_cleverhans_only": int(np.sum(ours & ~theirs)),
+        "fooled_by_evaluation_only": int(np.sum(theirs & ~ours)),
+        "attack": spec.to_dict(),
+    }
 
 
 def attack_speedup(classifier, x, y, *, epsilon, steps, batch_size, rounds, log=print):
@@ -108,6 +136,8 @@ def attack_speedup(classifier, x, y, *, epsilon, steps, batch_size, rounds, log=
         "robust_accuracy": accuracy,
         "accuracy_gap_points": gaps,
         "agree_within_half_a_point": {name: bool(gap <= 0.5) for name, gap in gaps.items()},
+        "same_start": same_start(classifier, x, y, epsilon=epsilon, steps=steps,
+                                 batch_size=batch_size),
         "attack": spec.to_dict(),
         "num_images": int(len(x)),
         "batch_size": int(batch_size),

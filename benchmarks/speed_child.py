@@ -1,4 +1,4 @@
-"""One throughput workload in a process of its own, so its peak resident memory is its own.
+"""One workload in a process of its own: its peak resident memory and thread settings are its own.
 
     python -m benchmarks.speed_child '{"task": "pretrain", "encoder": "small_cnn", ...}'
 
@@ -64,10 +64,28 @@ def attacked_evaluation(source, num_images, batch_size, steps, datasets_dir=None
             "classifier": description, "batch_size": batch_size}
 
 
+def step_seconds(encoder, configuration, batch_size, rounds, warmup, tiny=False):
+    """Median seconds of one compiled float32 train step, under this process's thread settings."""
+    from benchmarks import speed_steps
+
+    shape, epsilon, pgd_steps, encoder_fn = speed_steps.encoder_settings(encoder, tiny=tiny)
+    keras.utils.set_random_seed(0)
+    model = speed_steps.make_model(configuration, encoder_fn, epsilon=epsilon,
+                                   baseline_steps=pgd_steps, batch_size=batch_size,
+                                   precision="float32")
+    images = np.random.default_rng(0).random((batch_size, *shape), dtype=np.float32)
+    step = speed_steps.TimedStep(model, images)
+    times = [step() for _ in range(warmup + rounds)][warmup:]
+    return {"seconds": float(np.median(times)),
+            "intra_op": os.environ.get("TF_NUM_INTRAOP_THREADS", "default"),
+            "inter_op": os.environ.get("TF_NUM_INTEROP_THREADS", "default")}
+
+
 def main(argv):
     job = json.loads(argv[1])
     task = job.pop("task")
-    result = {"pretrain": pretrain, "attacked_evaluation": attacked_evaluation}[task](**job)
+    result = {"pretrain": pretrain, "attacked_evaluation": attacked_evaluation,
+              "step_seconds": step_seconds}[task](**job)
     result["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(result))
 

@@ -98,6 +98,19 @@ def _attack_lines(bench):
         f"{accuracy['evaluation']:.3f} and {accuracy['evaluation_bfloat16']:.3f} against "
         f"{accuracy['cleverhans_eager']:.3f}.",
     ]
+    same = attack["same_start"]
+    lines += ["", "From the same start (the images themselves, no random start) the two take the "
+              "same steps: robust accuracy "
+              f"{same['robust_accuracy']['evaluation']:.3f} against "
+              f"{same['robust_accuracy']['cleverhans_eager']:.3f}; "
+              f"{same['fooled_by_cleverhans_only']} images fooled by CleverHans alone, "
+              f"{same['fooled_by_evaluation_only']} by the evaluation alone (it keeps an image's "
+              "first misclassified iterate, where CleverHans steps on past it)."]
+    threads = bench["threads"]["ratio_to_default"]
+    parts = [f"{name} {', '.join(f'{k} {_times(v)}' for k, v in by.items() if k != 'default')}"
+             for name, by in threads.items()]
+    lines += ["", f"Thread settings (small CNN step time over TensorFlow's default, which uses all "
+              f"{bench['threads']['cores']} cores): {'; '.join(parts)}."]
     rates = bench["images_per_second"]
     memory = bench["peak_rss_mib"]
     parts = [f"{ENCODERS[e]} {PRECISIONS[p]} {rates['pretraining'][e][p]:.0f} "
@@ -144,7 +157,7 @@ def schema_problems(bench):
 
     for key in ("schema_version", "command", "machine", "settings", "step_ratio",
                 "mixed_precision_speedup", "jit_compile_speedup", "attack_speedup",
-                "images_per_second", "peak_rss_mib", "seconds"):
+                "images_per_second", "peak_rss_mib", "threads", "seconds"):
         need(key in bench, f"{key} is missing")
     if problems:
         return problems
@@ -184,6 +197,16 @@ def schema_problems(bench):
     need(isinstance(agree, dict) and set(agree) == {"evaluation", "evaluation_bfloat16"}
          and all(isinstance(v, bool) for v in agree.values()),
          "attack_speedup.agree_within_half_a_point must map both evaluation paths to bools")
+    same = attack.get("same_start", {})
+    need(isinstance(same, dict) and len(same.get("robust_accuracy", {})) == 2
+         and all(number(a) and a <= 1 for a in same["robust_accuracy"].values())
+         and all(isinstance(same.get(k), int) for k in ("fooled_by_cleverhans_only",
+                                                          "fooled_by_evaluation_only")),
+         "attack_speedup.same_start needs both paths' accuracies and the images each alone fooled")
+    threads = bench["threads"].get("ratio_to_default")
+    need(isinstance(threads, dict) and threads and all(
+        isinstance(by, dict) and all(number(v) for v in by.values()) for by in threads.values()),
+        "threads.ratio_to_default must map configurations to {setting: ratio}")
     need(isinstance(attack.get("attack"), dict) and isinstance(attack.get("classifier"), str)
          and isinstance(attack.get("num_images"), int), "attack_speedup's attack and images")
     for key in ("images_per_second", "peak_rss_mib"):

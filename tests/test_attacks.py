@@ -401,3 +401,18 @@ def test_bad_call_arguments_raise(classifier, test_set):
         attacks.run_attack(classifier, x, y, spec, batch_size=0)
     with pytest.raises(TypeError, match="AttackSpec"):
         attacks.run_attack(classifier, x, y, spec.to_dict())
+
+
+def test_from_the_same_start_the_evaluations_pgd_fools_every_image_cleverhans_does(classifier,
+                                                                                  test_set):
+    # The bench's same-start comparison: one trajectory, the evaluation keeping each image's
+    # first misclassified iterate; an image only CleverHans fools would be a weaker attack.
+    from benchmarks import speed_attack
+
+    x, y = test_set
+    same = speed_attack.same_start(classifier, x, y, epsilon=0.14, steps=10, batch_size=16)
+    accuracy = same["robust_accuracy"]
+    assert same["fooled_by_cleverhans_only"] == 0
+    assert 0 < accuracy["cleverhans_eager"] < 1  # the radius breaks some images, not all
+    assert accuracy["evaluation"] == pytest.approx(
+        accuracy["cleverhans_eager"] - same["fooled_by_evaluation_only"] / len(x))
