@@ -75,9 +75,10 @@ def _images_through_one_step(name, *, batch_norm, **options):
     # On the first view of an encoder without training-dependent layers, the views' pass is
     # the anchor.
     ("tarrl", {"regularize_on": "views"}, False, 2 + K + 1),
-    ("tarrl", {}, True, 2 + 1 + K + 2),
-    # One training-mode pass over the views, x and x' (the first view is x with "views").
-    ("tarrl", {"shared_statistics": True}, True, 1 + K + 4),
+    ("tarrl", {"shared_statistics": False}, True, 2 + 1 + K + 2),
+    # One training-mode pass over the views, x and x' (the first view is x with "views"): the
+    # default with BatchNorm.
+    ("tarrl", {}, True, 1 + K + 4),
     ("tarrl", {"shared_statistics": True, "regularize_on": "views"}, True, 1 + K + 3),
     # ACL's clean target is the views' pass (or one inference pass of the second view).
     ("acl", {}, False, 2 + K + 1),

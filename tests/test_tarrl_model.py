@@ -97,7 +97,8 @@ def test_perturbed_passes_leave_batchnorm_statistics_alone(make_resnet, batch_st
     x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
     encoder = make_resnet()
     control = _model(_copy_weights(encoder, make_resnet()), weight=0.0)
-    regularized = _model(encoder, weight=1.0, batch_statistics=batch_statistics)
+    regularized = _model(encoder, weight=1.0, batch_statistics=batch_statistics,
+                         shared_statistics=False)
     assert not regularized.share_anchor  # BatchNorm: the anchor gets its own pass.
     assert _model(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])).share_anchor
     control.fit(_dataset(x, 16), epochs=1, verbose=0)
@@ -117,6 +118,17 @@ def test_batchnorm_encoders_differentiate_r_with_batch_statistics(make_resnet, m
     assert restored.batch_statistics is False
     shared = _model(make_resnet(), shared_statistics=True)
     assert tarrl_tf.TARRLModel.from_config(shared.get_config()).shared_statistics
+
+
+def test_batchnorm_encoders_share_statistics_by_default_and_old_configs_keep_theirs(make_resnet,
+                                                                                   make_cnn):
+    assert _model(make_resnet()).shared_statistics
+    assert not _model(make_resnet(), batch_statistics=False).shared_statistics
+    assert not _model(make_cnn()).shared_statistics
+    # A config saved before the setting existed trained with separate passes: it still does.
+    config = _model(make_resnet()).get_config()
+    del config["shared_statistics"]
+    assert not tarrl_tf.TARRLModel.from_config(config).shared_statistics
 
 
 @keras.saving.register_keras_serializable(package="tarrl_tf_tests")

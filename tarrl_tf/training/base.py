@@ -37,6 +37,24 @@ def unrecorded(tape):
     return contextlib.nullcontext() if tape is None else tape.stop_recording()
 
 
+def checked_reference(keep_weight, reference, encoder):
+    """`(keep_weight, reference)` checked: a frozen copy of the encoder to keep near, or none."""
+    if not keep_weight >= 0:
+        raise ValueError(f"keep_weight must be >= 0, got {keep_weight}")
+    if keep_weight > 0 and reference is None:
+        raise ValueError("keep_weight > 0 needs a reference: the frozen encoder to keep near, "
+                         "e.g. a copy of the one the encoder started from")
+    if keep_weight == 0 and reference is not None:
+        raise ValueError("reference is only used with keep_weight > 0")
+    if reference is not None:
+        check_model(reference, "reference")
+        if reference is encoder:
+            raise ValueError("reference must be a copy of the encoder, not the encoder itself "
+                             "(it stays frozen)")
+        reference.trainable = False
+    return float(keep_weight), reference
+
+
 def check_warmup_steps(value, name):
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
@@ -65,6 +83,8 @@ class TrainingModel(keras.Model):
     serialized_parts = ()
     # The data are `(images, indices)` (`data.pretraining_dataset(..., with_indices=True)`).
     takes_indices = False
+    # Config values for settings that configs saved by an earlier version lack.
+    config_defaults = {}
 
     def __init__(self, mixed_precision=None, **kwargs):
         super().__init__(**kwargs)
@@ -184,7 +204,8 @@ class TrainingModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Settings whose default changed: a config saved before keeps the old behaviour.
+        config = {**cls.config_defaults, **config}
         for name in cls.nested_models:
             if name in config:  # configs saved before an optional model existed lack it
                 config[name] = keras.saving.deserialize_keras_object(config[name])

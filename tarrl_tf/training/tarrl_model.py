@@ -10,7 +10,8 @@ from tarrl_tf.robustness.divergences import cosine_distance
 from tarrl_tf.robustness.batchnorm import (batch_statistics_pass, behaves_same_in_training,
                                            resolve_batch_statistics)
 from tarrl_tf.ssl import augment, methods
-from tarrl_tf.training.base import TrainingModel, check_model, check_warmup_steps
+from tarrl_tf.training.base import (TrainingModel, check_model, check_warmup_steps,
+                                    checked_reference)
 from tarrl_tf.training.registry import TrainingMethod, register
 
 REGULARIZE_ON = ("images", "views")
@@ -72,11 +73,12 @@ class TARRLModel(TrainingModel):
             cost (see benchmarks/step_time.py).
         shared_statistics: with `batch_statistics`, the views, `x` and `x'`
             take ONE training-mode pass whose statistics also become the moving
-            ones, so SSL and `R` train the function inference runs. With
-            separate passes the zoo's CIFAR-10 ResNet kept, in inference mode,
-            a worst-case shift 90 times that of the mode `R` saw (RESULTS.md,
-            "Natural images"). No extra pass (`x` is the first view with
-            `regularize_on="views"`).
+            ones, so SSL and `R` train the function inference runs; None (the
+            default): whenever `batch_statistics` is on. With separate passes
+            (False) the zoo's CIFAR-10 ResNet kept, in inference mode, a
+            worst-case shift 30 to 90 times that of the mode `R` saw, and lost
+            its robustness (RESULTS.md, "Natural images"). No extra pass (`x`
+            is the first view with `regularize_on="views"`).
         detach_anchor: hold `f(x)` fixed in `R` (no gradient through it), so
             only the perturbed pass is differentiated: the encoder learns to
             keep `f(x')` near `f(x)`, not also to move `f(x)`. Cheaper by the
@@ -120,6 +122,8 @@ class TARRLModel(TrainingModel):
     metric_names = ("loss", "ssl_loss", "robustness", "keep_loss")
     nested_models = ("encoder", "reference")
     serialized_parts = ("method", "regularizer", "augmentation")
+    # Saved before shared statistics became the default for BatchNorm encoders.
+    config_defaults = {"shared_statistics": False}
 
     def __init__(
         self,
@@ -134,7 +138,7 @@ class TARRLModel(TrainingModel):
         share_anchor=None,
         regularized_fraction=1.0,
         batch_statistics=None,
-        shared_statistics=False,
+        shared_statistics=None,
         detach_anchor=False,
         regularize_output="encoder",
         keep_weight=0.0,
@@ -156,7 +160,7 @@ class TARRLModel(TrainingModel):
         self.regularize_on = check_choice(regularize_on, REGULARIZE_ON, name="regularize_on")
         self.regularize_output = check_choice(regularize_output, REGULARIZE_OUTPUTS,
                                               name="regularize_output")
-        self.keep_weight, self.reference = _checked_keep(keep_weight, reference, encoder)
+        self.keep_weight, self.reference = checked_reference(keep_weight, reference, encoder)
         self.encoder = encoder
         self.method = methods.get(method)
         self.regularizer = regularizer
@@ -174,7 +178,9 @@ class TARRLModel(TrainingModel):
         self.regularized_fraction = float(regularized_fraction)
         self.batch_statistics = resolve_batch_statistics(batch_statistics,
                                                          *self._regularized_networks())
-        if shared_statistics and not self.batch_statistics:
+        if shared_statistics is None:
+            shared_statistics = self.batch_statistics
+        elif shared_statistics and not self.batch_statistics:
             raise ValueError("shared_statistics puts the views and R's pair in one BatchNorm "
                              "batch: it needs batch_statistics (an encoder with BatchNorm)")
         self.shared_statistics = bool(shared_statistics)
@@ -358,23 +364,6 @@ class TARRLModel(TrainingModel):
             seed=self.seed,
         )
         return config
-
-
-def _checked_keep(keep_weight, reference, encoder):
-    if not keep_weight >= 0:
-        raise ValueError(f"keep_weight must be >= 0, got {keep_weight}")
-    if keep_weight > 0 and reference is None:
-        raise ValueError("keep_weight > 0 needs a reference: the frozen encoder to keep near, "
-                         "e.g. a copy of the one the encoder started from")
-    if keep_weight == 0 and reference is not None:
-        raise ValueError("reference is only used with keep_weight > 0")
-    if reference is not None:
-        check_model(reference, "reference")
-        if reference is encoder:
-            raise ValueError("reference must be a copy of the encoder, not the encoder itself "
-                             "(it stays frozen)")
-        reference.trainable = False
-    return float(keep_weight), reference
 
 
 def _make_tarrl(encoder, *, epsilon, norm, steps, seed, estimator="pgd", divergence="squared_l2",
