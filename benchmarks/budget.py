@@ -46,7 +46,8 @@ flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration after 3 warm-
 FLAGS = flags.FLAGS
 
 # What a step's cost depends on: the method and, for TARRL, the estimator's settings.
-COST_KEYS = ("method", "estimator", "steps", "regularized_fraction", "detach_anchor")
+COST_KEYS = ("method", "estimator", "steps", "regularized_fraction", "detach_anchor",
+             "shared_statistics", "keep")
 # The configurations --measure times (TARRL's weight does not change the cost).
 CONFIGURATIONS = [
     {"method": "simclr"},
@@ -58,6 +59,9 @@ CONFIGURATIONS = [
     {"method": "tarrl", "estimator": "persistent_pgd", "steps": 1},
     {"method": "tarrl", "estimator": "persistent_pgd", "steps": 1, "regularized_fraction": 0.5},
     {"method": "tarrl", "estimator": "fgsm", "steps": 1},
+    {"method": "tarrl", "estimator": "pgd", "steps": 3, "shared_statistics": True},
+    {"method": "tarrl", "estimator": "pgd", "steps": 3, "shared_statistics": True,
+     "keep_weight": 10.0},
     {"method": "acl", "steps": 3},
     {"method": "deacl", "steps": 3},
     {"method": "supervised_at", "steps": 3},
@@ -76,6 +80,11 @@ def cost_key(run):
         values.update(estimator=run.get("estimator", "pgd"),
                       regularized_fraction=run.get("regularized_fraction", 1.0),
                       detach_anchor=bool(run.get("detach_anchor", False)))
+        # Named only when on, so the keys measured before these options existed stay valid.
+        if run.get("shared_statistics"):
+            values["shared_statistics"] = True
+        if run.get("keep_weight"):
+            values["keep"] = True  # the frozen reference's forward pass of the first view
     return ",".join(f"{k}={values[k]}" for k in COST_KEYS if k in values)
 
 
@@ -98,6 +107,8 @@ def measure():
         method = config["method"]
         options = {k: v for k, v in config.items() if k not in ("method", "steps")}
         needs = {"teacher": encoder()} if method == "deacl" else {}
+        if options.get("keep_weight"):
+            needs["reference"] = encoder()
         if method == "supervised_at":
             needs["num_classes"] = 10
         if options.get("estimator") == "persistent_pgd":
@@ -125,21 +136,43 @@ def measure():
     ratios = {key: round(statistics.median(t) / simclr, 3) for key, t in times.items()}
     result = {"architecture": "cifar_resnet", "width": FLAGS.width, "batch_size": FLAGS.batch_size,
               "rounds": FLAGS.rounds, "simclr_step_seconds": round(simclr, 4), "ratios": ratios,
-              "command": "python benchmarks/budget.py --measure"}
+              "command": f"python benchmarks/budget.py --measure --width={FLAGS.width} "
+                         f"--batch_size={FLAGS.batch_size} --rounds={FLAGS.rounds}"
+                         + _relative_flag("costs", FLAGS.costs)}
     pathlib.Path(FLAGS.costs).write_text(json.dumps(result, indent=1) + "\n")
     for key, ratio in ratios.items():
         print(f"{key:80s} {ratio:5.2f}x simclr")
 
 
+def _relative_flag(name, path):
+    """` --name=path` with the path relative to the repository (none for the default)."""
+    if path == flags.FLAGS[name].default:
+        return ""
+    path = pathlib.Path(path).resolve()
+    return f" --{name}={path.relative_to(REPO) if path.is_relative_to(REPO) else path.name}"
+
+
 def rank():
     costs = json.loads(pathlib.Path(FLAGS.costs).read_text())["ratios"]
-    runs = [json.loads(line) for path in FLAGS.results
-            for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
-    # Each name's training run (other tasks' lines evaluate the same encoder).
-    by_name = {run["name"]: run for run in runs if run.get("task", "labels") == "labels"}
+    lines = [json.loads(line) for path in FLAGS.results
+             for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+    # One run per name and task: a later line of the same encoder (a suite's evaluation) adds
+    # its fields. A line that trained nothing (--evaluate_encoder) costs its zoo entry's training.
+    runs, trained = {}, {}
+    for line in lines:
+        key = (line["name"], line.get("task", "labels"))
+        runs[key] = {**runs.get(key, {}), **line}
+        if "epochs" in line:
+            trained.setdefault(line["name"], line)
+
+    def training_of(run):
+        if run["name"] in trained:
+            return trained[run["name"]]
+        if run.get("encoder"):
+            return zoo_run(run["encoder"])
+        return run
 
     def cost(run):
-        run = by_name.get(run["name"], run)
         key = cost_key(run)
         if key not in costs:
             raise ValueError(f"No measured step cost for {key!r} ({run['name']}): run --measure "
@@ -148,18 +181,23 @@ def rank():
         total = steps * costs[key]
         for built_on in (run.get("init_encoder"), run.get("teacher")):
             if built_on:  # <runs_dir>/<name>/encoder.keras of an earlier run, or a zoo entry
-                earlier = by_name.get(pathlib.Path(built_on).parent.name) or zoo_run(built_on)
+                earlier = trained.get(pathlib.Path(built_on).parent.name) or zoo_run(built_on)
                 total += cost(earlier)
         return total
 
-    ranked = sorted(
-        ({"name": run["name"], "seed": run.get("seed", 0),
-          "method": "simclr" if cost_key(run) == "simclr" else run.get("method", "tarrl"),
-          "task": run.get("task", "labels"),
-          "cost_simclr_steps": round(cost(run)), "clean_accuracy": run["clean_accuracy"],
-          **robust_accuracy(run, str(FLAGS.epsilon)), "epsilon": FLAGS.epsilon}
-         for run in runs if run.get("task", "labels") == FLAGS.task),
-        key=lambda r: (-r["robust_accuracy"], r["cost_simclr_steps"]))
+    ranked = []
+    for (name, task), run in runs.items():
+        if task != FLAGS.task:
+            continue
+        training = training_of(run)
+        ranked.append({
+            "name": name, "seed": training.get("seed", run.get("seed", 0)),
+            "method": "simclr" if cost_key(training) == "simclr" else training.get("method",
+                                                                                  "tarrl"),
+            "task": task, "cost_simclr_steps": round(cost(training)),
+            "clean_accuracy": run["clean_accuracy"], **robust_accuracy(run, str(FLAGS.epsilon)),
+            "epsilon": FLAGS.epsilon})
+    ranked.sort(key=lambda r: (-r["robust_accuracy"], r["cost_simclr_steps"]))
     pathlib.Path(FLAGS.output).write_text("".join(json.dumps(r) + "\n" for r in ranked))
     print("| run | method | cost (SimCLR steps) | clean | robust |\n|---|---|---|---|---|")
     for r in ranked:
@@ -204,6 +242,12 @@ def robust_accuracy(run, epsilon):
             "eval_steps": run["eval_steps"], **fields}
 
 
+def _short(name):
+    for prefix in ("cifar_proxy_", "zoo_two_stage_", "zoo_cifar10_resnet_", "zoo_"):
+        name = name.removeprefix(prefix)
+    return name
+
+
 def _figure(ranked):
     figure = Figure(figsize=(6.5, 4.2))
     axes = figure.subplots()
@@ -212,7 +256,7 @@ def _figure(ranked):
         axes.scatter([r["cost_simclr_steps"] for r in points],
                      [r["robust_accuracy"] for r in points], label=method)
         for r in points:
-            axes.annotate(r["name"].replace("cifar_proxy_", ""), (r["cost_simclr_steps"],
+            axes.annotate(_short(r["name"]), (r["cost_simclr_steps"],
                           r["robust_accuracy"]), fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
     first = ranked[0]

@@ -98,3 +98,27 @@ def test_a_second_stage_built_on_a_zoo_entry_pays_for_its_training(tmp_path):
     runs = [_run("second", 0.2, epochs=5, init_encoder="no_such_entry")]
     result = _rank(tmp_path, runs, {"simclr": 1.0, TARRL_PGD3: 2.0})
     assert result.returncode != 0 and "neither a run of --results nor a zoo entry" in result.stderr
+
+
+def test_a_suite_line_adds_to_its_runs_training_line_and_a_zoo_encoder_costs_its_training(
+        tmp_path):
+    card = json.loads((REPO / "zoo" / "cifar10_resnet_simclr" / "model_card.json").read_text())
+    simclr = card["training"]["epochs"] * (card["training"]["train_examples"]
+                                           // card["training"]["batch_size"])
+    runs = [
+        _run("second", 0.3, epochs=5, init_encoder="cifar10_resnet_simclr"),
+        # The same encoder evaluated again with a suite (an --evaluate_encoder line).
+        {"name": "second", "task": "labels", "clean_accuracy": 0.5, "eval_examples": 500,
+         "robust_accuracy": {"0.03": 0.3}, "suite": "quick", "worst_case": {"0.03": 0.2},
+         "eval_attack": "pgd_linf", "eval_steps": 20},
+        {"name": "zoo_simclr", "encoder": "cifar10_resnet_simclr", "task": "labels",
+         "clean_accuracy": 0.6, "eval_examples": 500, "robust_accuracy": {"0.03": 0.0},
+         "suite": "quick", "worst_case": {"0.03": 0.0}, "eval_attack": "pgd_linf",
+         "eval_steps": 20},
+    ]
+    result = _rank(tmp_path, runs, {"simclr": 1.0, TARRL_PGD3: 2.0}, "--rank_by=suite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranked = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text().splitlines()]
+    assert [(r["name"], r["method"], r["robust_accuracy"], r["cost_simclr_steps"])
+            for r in ranked] == [("second", "tarrl", 0.2, 5 * 10 * 2 + simclr),
+                                 ("zoo_simclr", "simclr", 0.0, simclr)]
