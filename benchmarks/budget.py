@@ -39,6 +39,7 @@ flags.DEFINE_float("epsilon", 0.0313725, "The radius robust accuracy is ranked a
 flags.DEFINE_string("zoo_dir", str(REPO / "zoo"), "Zoo of the entries runs were built on.")
 flags.DEFINE_enum("rank_by", "pgd", ["pgd", "suite"],
                   "Rank by the PGD row, or by the suite's worst case (runs evaluated with --suite).")
+flags.DEFINE_list("names", None, "Rank only these runs (default: every run of --results).")
 flags.DEFINE_string("task", "labels", "The downstream task ranked (runs record theirs; none: labels).")
 flags.DEFINE_integer("width", 8, "Proxy ResNet width (--measure).")
 flags.DEFINE_integer("batch_size", 256, "Images per step (--measure).")
@@ -185,9 +186,13 @@ def rank():
                 total += cost(earlier)
         return total
 
+    if FLAGS.names:
+        unknown = sorted(set(FLAGS.names) - {name for name, _ in runs})
+        if unknown:
+            raise ValueError(f"--names: no run {unknown} in --results")
     ranked = []
     for (name, task), run in runs.items():
-        if task != FLAGS.task:
+        if task != FLAGS.task or (FLAGS.names and name not in FLAGS.names):
             continue
         training = training_of(run)
         ranked.append({

@@ -10,7 +10,7 @@ Examples (`python -m tools.pretrain` in a clone):
     tarrl-pretrain --dataset=npz:mnist.npz --epsilon=0.3 --estimator=pgd --steps=7 --weight=25 \
         --epochs=10 --output_dir=runs/mnist
     tarrl-pretrain --dataset=npz:cifar10.npz --epsilon=8/255 --steps=3 --weight=30 --epochs=15 \
-        --recipe=two_stage --second_stage_epochs=5
+        --recipe=two_stage --second_stage_epochs=5 --keep_weight=10
     tarrl-pretrain --dataset=cifar10 --data_dir=~/tensorflow_datasets --epsilon=0.0314 \
         --estimator=fgsm --nobaseline --noevaluate
     tarrl-pretrain --strategy=mirrored --batch_size=512    # every GPU of this host
@@ -61,6 +61,10 @@ flags.DEFINE_string("recipe", "auto",
 flags.DEFINE_integer("second_stage_epochs", None,
                      "Epochs of TARRL after the SimCLR stage with --recipe=two_stage "
                      "(default: a third of --epochs).", lower_bound=1)
+flags.DEFINE_float("keep_weight", None,
+                   "Weight of the term keeping the second stage's features near the SimCLR "
+                   "stage's (--recipe=two_stage only; default: the recipe's, 10 for two_stage).",
+                   lower_bound=0.0)
 flags.DEFINE_string("strategy", "default",
                     "tf.distribute strategy of training (tarrl_tf.training.distribute.STRATEGIES): "
                     "default, mirrored (every GPU of this host), multi_worker (the hosts of "
@@ -120,11 +124,15 @@ def main(argv):
         for spec in specs:
             startup.check_epsilon("epsilons", spec.epsilon, spec.norm)
         evaluation.tasks.get_task(info.name, FLAGS.task, num_classes=info.num_classes)
+    recipe = recipes.RECIPES.get(chosen_recipe(tarrl_tf, info.input_shape, recipes))
+    keep_weight = recipe.keep_weight if FLAGS.keep_weight is None else FLAGS.keep_weight
+    if keep_weight and not recipe.first_stage:
+        raise app.UsageError(f"--keep_weight={keep_weight:g} needs a first stage to keep near: "
+                             f"use --recipe=two_stage, not {recipe.name}")
     strategy = distribute.make_strategy(FLAGS.strategy)
     distribute.check_global_batch(FLAGS.batch_size, strategy)
     images, _ = data.load_arrays(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                                  max_examples=FLAGS.train_examples)
-    recipe = recipes.RECIPES.get(chosen_recipe(tarrl_tf, images, recipes))
     trained, written = {}, []
     if recipe.first_stage:
         # The SimCLR run is the first stage: trained first, the TARRL run starts from it.
@@ -132,7 +140,7 @@ def main(argv):
         encoder, path, seconds = trained["simclr"]
         stage_epochs = recipes.second_stage_epochs(FLAGS.epochs, FLAGS.second_stage_epochs)
         tarrl = train_run(tarrl_tf, "tarrl", images, FLAGS.weight, strategy, epochs=stage_epochs,
-                          init_encoder=encoder)
+                          init_encoder=encoder, keep_weight=keep_weight)
         # Its cost includes the first stage's.
         trained = {"tarrl": (*tarrl[:2], seconds + tarrl[2]), **trained}
     else:
@@ -159,6 +167,8 @@ def main(argv):
         )
         report["pretraining_seconds"] = seconds
         report["recipe"] = recipe.name if name == "tarrl" else "scratch"
+        if name == "tarrl" and keep_weight:
+            report["keep_weight"] = keep_weight
         written += reports.write_report(report, os.path.dirname(path)).values()
         results[name] = report
     if results:
@@ -170,19 +180,24 @@ def main(argv):
     startup.summary(written)
 
 
-def chosen_recipe(tarrl_tf, images, recipes):
+def chosen_recipe(tarrl_tf, input_shape, recipes):
     if FLAGS.recipe != "auto":
         return FLAGS.recipe
     return recipes.default_recipe(
-        tarrl_tf.training.pretraining.architecture_for(images.shape[1:], FLAGS.architecture))
+        tarrl_tf.training.pretraining.architecture_for(tuple(input_shape), FLAGS.architecture))
 
 
-def train_run(tarrl_tf, name, images, weight, strategy, *, epochs=None, init_encoder=None):
-    """Trains one run for `epochs` (default --epochs), from `init_encoder`'s weights if given."""
+def train_run(tarrl_tf, name, images, weight, strategy, *, epochs=None, init_encoder=None,
+              keep_weight=0.0):
+    """Trains one run for `epochs` (default --epochs), from `init_encoder`'s weights if given.
+
+    With `keep_weight`, its features are kept near `init_encoder`'s, which stays frozen.
+    """
     epochs = epochs or FLAGS.epochs
     pretraining = tarrl_tf.training.pretraining
     from tarrl_tf.training import distribute
 
+    keep_weight = keep_weight if weight else 0.0  # plain SSL has no second stage to keep
     with strategy.scope():  # the encoder's weights are the strategy's (mirrored) variables
         encoder = pretraining.make_encoder(images.shape[1:], architecture=FLAGS.architecture,
                                            width=FLAGS.width, seed=FLAGS.seed)
@@ -200,6 +215,7 @@ def train_run(tarrl_tf, name, images, weight, strategy, *, epochs=None, init_enc
         encoder, images, method=FLAGS.method, regularizer=regularizer, weight=weight,
         epochs=epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         warmup_epochs=min(FLAGS.warmup_epochs, epochs), regularize_on=FLAGS.regularize_on,
+        keep_weight=keep_weight, reference=init_encoder if keep_weight else None,
         seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision, strategy=strategy, verbose=2,
         backup_dir=distribute.worker_path(os.path.join(run_dir, "backup"), strategy),
     )

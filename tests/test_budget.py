@@ -84,6 +84,13 @@ def test_runs_rank_by_the_suites_worst_case_on_every_image_and_without_it_are_na
     assert ranked[0]["eval_attack"] == "quick suite worst case"
     result = _rank(tmp_path, runs + [_run("c", 0.5)], ratios, "--rank_by=suite")
     assert result.returncode != 0 and "c has no suite evaluation" in result.stderr
+    # --names ranks a chosen few: c is left out, a name without a run is refused.
+    result = _rank(tmp_path, runs + [_run("c", 0.5)], ratios, "--rank_by=suite", "--names=a,b")
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranked = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text().splitlines()]
+    assert [r["name"] for r in ranked] == ["b", "a"]
+    result = _rank(tmp_path, runs, ratios, "--names=a,d")
+    assert result.returncode != 0 and "--names: no run ['d'] in --results" in result.stderr
 
 
 def test_a_second_stage_built_on_a_zoo_entry_pays_for_its_training(tmp_path):

@@ -218,6 +218,9 @@ def test_pretrain_two_stage_starts_tarrl_from_the_simclr_run(files, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tarrl: weight 10.0, 64 images, 1 epochs from the simclr encoder" in result.stdout
+    # The recipe's keep term is on by default in the second stage, and only there.
+    simclr_log, tarrl_log = result.stdout.split("== tarrl:")[0], result.stdout.split("== tarrl:")[1]
+    assert "keep_loss" in tarrl_log and "keep_loss" not in simclr_log
     # SimCLR trained 6 epochs from the seed's weights; TARRL 1 epoch from SimCLR's: it sits
     # much nearer SimCLR's weights than the common starting point does.
     start = tarrl_tf.training.pretraining.make_encoder(IMAGE_SHAPE, width=4, seed=0)
@@ -233,12 +236,27 @@ def test_pretrain_two_stage_starts_tarrl_from_the_simclr_run(files, tmp_path):
     assert distance(tarrl, simclr) > 0  # and the second stage trained
 
 
+def test_pretrain_keep_weight_without_a_first_stage_is_refused_before_training(files, tmp_path):
+    out = tmp_path / "runs"
+    result = run_tool(
+        "tools.pretrain", f"--dataset={files['dataset']}", "--train_examples=64", "--epochs=1",
+        "--batch_size=32", "--width=4", "--recipe=scratch", "--keep_weight=5", "--noevaluate",
+        f"--output_dir={out}", zoo_dir=files["zoo"],
+    )
+    assert result.returncode != 0
+    assert "--keep_weight=5 needs a first stage to keep near: use --recipe=two_stage" in (
+        result.stderr)
+    assert "== tarrl" not in result.stdout and not out.exists()
+
+
 def test_pretrain_recipe_auto_is_two_stage_for_the_cifar_resnet_only():
     from tarrl_tf.training import recipes
 
     assert recipes.default_recipe("cifar_resnet") == "two_stage"
     assert recipes.default_recipe("small_cnn") == "scratch"
     assert set(recipes.RECIPES.names()) == {"scratch", "two_stage"}
+    assert recipes.RECIPES.get("two_stage").keep_weight > 0
+    assert recipes.RECIPES.get("scratch").keep_weight == 0
     assert recipes.second_stage_epochs(15) == 5 and recipes.second_stage_epochs(1) == 1
     assert recipes.second_stage_epochs(15, 7) == 7
     with pytest.raises(ValueError, match="second_stage_epochs must be a positive integer"):

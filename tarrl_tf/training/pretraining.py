@@ -160,6 +160,8 @@ def pretrain(
     regularize_on="images",
     regularized_fraction=1.0,
     batch_statistics=None,
+    keep_weight=0.0,
+    reference=None,
     seed=0,
     backup_dir=None,
     mixed_precision=None,
@@ -183,6 +185,8 @@ def pretrain(
         regularized_fraction: the part of each batch `R` is estimated on
             (see `TARRLModel`).
         batch_statistics: see `TARRLModel`; None decides from the encoder.
+        keep_weight, reference: see `TARRLModel` (a second stage kept near
+            the frozen encoder it started from).
         seed: seed for views, random starts and shuffling.
         backup_dir: see `fit_model`.
         mixed_precision: None (float32) or `"bfloat16"`: the encoder and the
@@ -208,7 +212,8 @@ def pretrain(
             encoder, method=method, regularizer=regularizer if weight > 0 else None,
             weight=weight, epsilon_warmup_steps=warmup_steps, weight_warmup_steps=warmup_steps,
             regularize_on=regularize_on, regularized_fraction=regularized_fraction,
-            batch_statistics=batch_statistics, seed=seed, mixed_precision=mixed_precision,
+            batch_statistics=batch_statistics, keep_weight=keep_weight, reference=reference,
+            seed=seed, mixed_precision=mixed_precision,
         )
 
         def dataset(first_epoch):
