@@ -220,8 +220,14 @@ def zoo_run(name):
     except zoo.ZooError as error:
         raise ValueError(f"{name!r} is neither a run of --results nor a zoo entry: {error}")
     regularizer = card.get("regularizer") or {}
+    # What the entry was built on (DeACL's teacher, a first stage) is in its experiments row.
+    rows = json.loads((REPO / "benchmarks" / "experiments.json").read_text())["rows"]
+    row = next((r for r in rows if r["name"] == name), {})
     return {"name": name, "method": card["method"], "weight": regularizer.get("weight", 0.0),
             "steps": regularizer.get("steps", 3), "estimator": regularizer.get("estimator", "pgd"),
+            "shared_statistics": regularizer.get("shared_statistics", False),
+            "keep_weight": regularizer.get("keep_weight", 0.0),
+            **{k: row[k] for k in ("teacher", "init_encoder") if row.get(k)},
             **{k: card["training"][k] for k in ("epochs", "train_examples", "batch_size")}}
 
 

@@ -129,3 +129,19 @@ def test_a_suite_line_adds_to_its_runs_training_line_and_a_zoo_encoder_costs_its
     assert [(r["name"], r["method"], r["robust_accuracy"], r["cost_simclr_steps"])
             for r in ranked] == [("second", "tarrl", 0.2, 5 * 10 * 2 + simclr),
                                  ("zoo_simclr", "simclr", 0.0, simclr)]
+
+
+def test_a_zoo_deacl_encoder_pays_for_its_teacher_named_in_its_experiments_row(tmp_path):
+    def steps(name):
+        training = json.loads((REPO / "zoo" / name / "model_card.json").read_text())["training"]
+        return training["epochs"] * (training["train_examples"] // training["batch_size"])
+
+    runs = [{"name": "zoo_deacl", "encoder": "cifar10_resnet_deacl_linf8", "task": "labels",
+             "clean_accuracy": 0.5, "eval_examples": 500, "robust_accuracy": {"0.03": 0.1},
+             "eval_attack": "pgd_linf", "eval_steps": 20}]
+    result = _rank(tmp_path, runs, {"simclr": 1.0, "method=deacl,steps=3": 2.5})
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranked = json.loads((tmp_path / "ranked.jsonl").read_text())
+    # Its teacher, cifar10_resnet_simclr, is in the row, not in the card.
+    assert ranked["cost_simclr_steps"] == round(
+        2.5 * steps("cifar10_resnet_deacl_linf8") + steps("cifar10_resnet_simclr"))
