@@ -28,7 +28,7 @@ import pathlib
 import keras
 import tensorflow as tf
 
-from tarrl_tf import data, evaluation, training, zoo
+from tarrl_tf import attacks, data, evaluation, training, zoo
 from tarrl_tf.evaluation import reports
 from tarrl_tf.robustness import regularizers
 from tarrl_tf.training import distribute, pretraining
@@ -86,7 +86,16 @@ def dataset_source(dataset, datasets_dir):
 
 
 def prepared(row, settings):
-    """The row as it will run: shrunk by `QUICK_*` with `settings.quick`."""
+    """The row as it will run: shrunk by `QUICK_*` with `settings.quick`.
+
+    A row to publish must name a suite in its evaluation: its card's headline
+    is the suite's worst case (refused here, before any training).
+    """
+    if settings.publish and row.get("evaluation", {}).get("suite") not in attacks.SUITES:
+        raise ValueError(
+            f"row {row['name']!r}: a published card needs a headline, the worst case of an "
+            f"attack suite; its evaluation names none of {list(attacks.SUITES.names())} "
+            f"(\"suite\": {row.get('evaluation', {}).get('suite')!r})")
     if settings.quick:
         evaluation = {**row["evaluation"], **QUICK_EVALUATION}
         if evaluation.get("suite"):

@@ -49,9 +49,11 @@ def test_a_card_with_a_headline_is_written_and_read_back(tmp_path):
     assert tuple(card["headline"]) == HEADLINE_FIELDS
 
 
-def test_the_headline_is_optional(tmp_path):
+def test_a_card_without_a_headline_is_refused_and_nothing_is_written(tmp_path):
     (tmp_path / "encoder.keras").write_bytes(b"weights")
-    assert "headline" not in export.write_model_card(tmp_path, name="toy_cnn_tarrl", **_facts())
+    with pytest.raises(zoo.InvalidModelCardError, match="missing field 'headline' .*suite"):
+        export.write_model_card(tmp_path, name="toy_cnn_tarrl", **_facts())
+    assert not (tmp_path / zoo.MODEL_CARD_FILENAME).exists()
 
 
 @pytest.mark.parametrize("change, message", [

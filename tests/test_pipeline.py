@@ -11,6 +11,18 @@ from tarrl_tf import pipeline, zoo
 from tarrl_tf.testing import prototype_data
 
 IMAGE_SHAPE = (8, 8, 1)
+TINY_SUITE = "tiny_pipeline"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_suite():
+    """A suite of seconds: every published card needs a headline, a suite's worst case."""
+    suite = tarrl_tf.attacks.register_suite(tarrl_tf.attacks.Suite(TINY_SUITE, (
+        tarrl_tf.attacks.SuiteAttack("apgd_ce", {"steps": 4}),
+        tarrl_tf.attacks.SuiteAttack("square", {"steps": 50}),
+    )))
+    yield suite.name
+    tarrl_tf.attacks.SUITES.unregister(suite.name)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +43,8 @@ def _row(name, method, **extra):
             "width": 4, "epochs": 1, "batch_size": 32, "learning_rate": 1e-3,
             "threat_model": {"norm": "inf", "epsilon": 0.1},
             "evaluation": {"tasks": ["labels"], "attacks": ["pgd_linf"], "epsilons": [0.1],
-                           "attack_steps": 2, "num_examples": 20, "head_epochs": 2},
+                           "attack_steps": 2, "num_examples": 20, "head_epochs": 2,
+                           "suite": TINY_SUITE},
             **extra}
 
 
@@ -65,6 +78,14 @@ def test_a_row_is_trained_evaluated_and_published(setup):
     assert zoo.pages.stale_pages(setup / "zoo") == []
     with pytest.raises(ValueError, match="exists in"):
         pipeline.run_row(row, _settings(setup))  # published already: refused before training
+
+
+def test_a_row_to_publish_without_a_suite_is_refused_before_training(setup):
+    row = _row("tiny_cnn_simclr_linf01", "simclr")
+    del row["evaluation"]["suite"]
+    with pytest.raises(ValueError, match="needs a headline, the worst case of an attack suite"):
+        pipeline.run_row(row, _settings(setup, replace=True))
+    assert not (setup / "runs" / row["name"]).exists()  # nothing trained or written
 
 
 def test_a_baseline_row_takes_its_teacher_and_first_stage_from_files(setup, tmp_path):
@@ -120,12 +141,7 @@ def test_an_absent_dataset_is_named(setup):
 
 @pytest.fixture
 def tiny_suite():
-    suite = tarrl_tf.attacks.register_suite(tarrl_tf.attacks.Suite("tiny_pipeline", (
-        tarrl_tf.attacks.SuiteAttack("apgd_ce", {"steps": 4}),
-        tarrl_tf.attacks.SuiteAttack("square", {"steps": 50}),
-    )))
-    yield suite.name
-    tarrl_tf.attacks.SUITES.unregister(suite.name)
+    return TINY_SUITE
 
 
 def test_a_row_with_a_suite_publishes_its_worst_case_as_the_headline(setup, tiny_suite):

@@ -48,6 +48,9 @@ def _facts(**overrides):
                 },
             }
         ],
+        headline={"task": "labels", "suite": "standard", "norm": "linf", "epsilon": 0.3,
+                  "clean_accuracy": 0.5, "robust_accuracy": 0.2, "num_examples": 64,
+                  "attacks": ["apgd_ce", "apgd_t", "square"]},
     )
     facts.update(overrides)
     return facts

@@ -29,6 +29,9 @@ FACTS = dict(
     training={"epochs": 1, "batch_size": 8, "wall_clock_seconds": 1.0},
     metrics=[{"head": "linear", "clean_accuracy": 0.5, "robust_accuracy": 0.25, "num_examples": 8,
               "attack": {"name": "pgd_linf", "norm": "linf", "epsilon": 0.1, "steps": 3}}],
+    headline={"task": "labels", "suite": "quick", "norm": "linf", "epsilon": 0.1,
+              "clean_accuracy": 0.5, "robust_accuracy": 0.2, "num_examples": 8,
+              "attacks": ["apgd_ce", "apgd_t", "square"]},
 )
 
 

@@ -36,9 +36,13 @@ REQUIRED_CARD_FIELDS = (
     "threat_model",
     "training",
     "metrics",
+    "headline",
     "files",
     "software",
 )
+# Why a missing field cannot be left out, where the name alone does not say.
+_WHY = {"headline": " (the suite's per-image worst case at the card's threat model: evaluate "
+                    "with a suite, e.g. an experiments row's \"suite\": \"standard\")"}
 REQUIRED_TRAINING_FIELDS = ("epochs", "batch_size", "wall_clock_seconds")
 REQUIRED_METRIC_FIELDS = ("head", "clean_accuracy", "robust_accuracy", "attack", "num_examples")
 
@@ -101,15 +105,16 @@ def validate_model_card(card):
     (`name`, `norm`, `epsilon`, plus its other settings); `files` with the
     sha256 and size of every file; `software` with the TensorFlow and Keras
     versions. No value anywhere may be a number written as a string, nor hold
-    an absolute local path. An optional `headline` must follow
-    `tarrl_tf.zoo.headline` at the card's threat model.
+    an absolute local path. The `headline` (a suite's per-image worst case)
+    must follow `tarrl_tf.zoo.headline` at the card's threat model.
 
     Returns:
         The card, unchanged.
     """
     if not isinstance(card, dict):
         raise InvalidModelCardError(f"A model card must be a dict, got {type(card).__name__}")
-    problems = [f"missing field {f!r}" for f in REQUIRED_CARD_FIELDS if f not in card]
+    problems = [f"missing field {f!r}" + (_WHY.get(f, "")) for f in REQUIRED_CARD_FIELDS
+                if f not in card]
     get = card.get
     if "schema_version" in card and get("schema_version") != MODEL_CARD_SCHEMA_VERSION:
         problems.append(f"schema_version must be {MODEL_CARD_SCHEMA_VERSION}")
@@ -246,7 +251,8 @@ def write_model_card(
             accuracies as fractions in [0, 1].
         serving: optional description of the exported signatures.
         notes: optional free text.
-        headline: optional suite worst case (`tarrl_tf.zoo.headline.card_headline`).
+        headline: the suite's worst case (`tarrl_tf.zoo.headline.card_headline`);
+            required.
 
     Raises:
         ValueError: the card is invalid (`tarrl_tf.zoo.InvalidModelCardError`).

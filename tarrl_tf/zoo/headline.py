@@ -10,8 +10,8 @@ A public contract (`model_card.json`, top level):
 
 `robust_accuracy` is the share of the first `num_examples` test images that
 the card's head classifies correctly both clean and under every attack of the
-suite, at the card's threat model, on the `labels` task. Optional for now:
-cards measured before suites existed have none.
+suite, at the card's threat model, on the `labels` task. Every card has one
+(`zoo.validate_model_card` requires it).
 """
 
 import math
