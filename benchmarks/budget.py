@@ -17,6 +17,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import functools
 import io
 import json
 import pathlib
@@ -221,14 +222,20 @@ def zoo_run(name):
         raise ValueError(f"{name!r} is neither a run of --results nor a zoo entry: {error}")
     regularizer = card.get("regularizer") or {}
     # What the entry was built on (DeACL's teacher, a first stage) is in its experiments row.
-    rows = json.loads((REPO / "benchmarks" / "experiments.json").read_text())["rows"]
-    row = next((r for r in rows if r["name"] == name), {})
+    row = _experiment_rows().get(name, {})
     return {"name": name, "method": card["method"], "weight": regularizer.get("weight", 0.0),
             "steps": regularizer.get("steps", 3), "estimator": regularizer.get("estimator", "pgd"),
             "shared_statistics": regularizer.get("shared_statistics", False),
             "keep_weight": regularizer.get("keep_weight", 0.0),
             **{k: row[k] for k in ("teacher", "init_encoder") if row.get(k)},
             **{k: card["training"][k] for k in ("epochs", "train_examples", "batch_size")}}
+
+
+@functools.cache
+def _experiment_rows():
+    from tarrl_tf import pipeline
+
+    return pipeline.load_rows(REPO / "benchmarks" / "experiments.json")
 
 
 def robust_accuracy(run, epsilon):

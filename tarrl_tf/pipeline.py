@@ -91,11 +91,12 @@ def prepared(row, settings):
     A row to publish must name a suite in its evaluation: its card's headline
     is the suite's worst case (refused here, before any training).
     """
-    if settings.publish and row.get("evaluation", {}).get("suite") not in attacks.SUITES:
+    suite = row.get("evaluation", {}).get("suite")
+    if settings.publish and suite not in attacks.SUITES:
         raise ValueError(
             f"row {row['name']!r}: a published card needs a headline, the worst case of an "
             f"attack suite; its evaluation names none of {list(attacks.SUITES.names())} "
-            f"(\"suite\": {row.get('evaluation', {}).get('suite')!r})")
+            f"(\"suite\": {suite!r})")
     if settings.quick:
         evaluation = {**row["evaluation"], **QUICK_EVALUATION}
         if evaluation.get("suite"):
