@@ -28,6 +28,8 @@ import numpy as np
 from absl import app, flags
 from matplotlib.figure import Figure
 
+from tarrl_tf import files
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 flags.DEFINE_boolean("measure", False, "Measure the step-cost ratios (minutes) instead of ranking.")
 flags.DEFINE_list("results", [str(REPO / "benchmarks" / "cifar_proxy.jsonl")],
@@ -141,7 +143,7 @@ def measure():
               "command": f"python benchmarks/budget.py --measure --width={FLAGS.width} "
                          f"--batch_size={FLAGS.batch_size} --rounds={FLAGS.rounds}"
                          + _relative_flag("costs", FLAGS.costs)}
-    pathlib.Path(FLAGS.costs).write_text(json.dumps(result, indent=1) + "\n")
+    files.write_atomic(FLAGS.costs, json.dumps(result, indent=1) + "\n")
     for key, ratio in ratios.items():
         print(f"{key:80s} {ratio:5.2f}x simclr")
 
@@ -203,13 +205,30 @@ def rank():
             "task": task, "cost_simclr_steps": round(cost(training)),
             "clean_accuracy": run["clean_accuracy"], **robust_accuracy(run, str(FLAGS.epsilon)),
             "epsilon": FLAGS.epsilon})
+    if not ranked:
+        raise ValueError(f"No run of task {FLAGS.task!r} in --results")
     ranked.sort(key=lambda r: (-r["robust_accuracy"], r["cost_simclr_steps"]))
-    pathlib.Path(FLAGS.output).write_text("".join(json.dumps(r) + "\n" for r in ranked))
-    print("| run | method | cost (SimCLR steps) | clean | robust |\n|---|---|---|---|---|")
-    for r in ranked:
-        print(f"| {r['name']} | {r['method']} | {r['cost_simclr_steps']} | "
-              f"{r['clean_accuracy']:.3f} | {r['robust_accuracy']:.3f} |")
+    files.write_atomic(FLAGS.output, "".join(json.dumps(r) + "\n" for r in ranked))
+    print(_table(ranked))
     _figure(ranked)
+
+
+def _table(ranked):
+    """The ranking as Markdown; ranked by a suite, the PGD row of the same lines beside it."""
+    by_suite = FLAGS.rank_by == "suite"
+    first = ranked[0]
+    pgd = f"{first['pgd_eval_attack']}-{first['pgd_eval_steps']}" if by_suite else "robust"
+    header = ["run", "method", "cost (SimCLR steps)", "clean", pgd]
+    if by_suite:
+        header.append("suite worst case")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in ranked:
+        cells = [r["name"], r["method"], str(r["cost_simclr_steps"]), f"{r['clean_accuracy']:.3f}",
+                 f"{r['pgd_robust_accuracy' if by_suite else 'robust_accuracy']:.3f}"]
+        if by_suite:
+            cells.append(f"{r['robust_accuracy']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def zoo_run(name):
@@ -255,7 +274,10 @@ def robust_accuracy(run, epsilon):
         on_all = run.get("worst_case_on_all", {})
         value = on_all.get(epsilon, run["worst_case"][epsilon])
         return {"robust_accuracy": value, "eval_attack": f"{run['suite']} suite worst case",
-                "eval_steps": None, **fields}
+                "eval_steps": None, **fields,
+                # The PGD row of the same lines, so one table shows how much the suite adds.
+                "pgd_robust_accuracy": run["robust_accuracy"][epsilon],
+                "pgd_eval_attack": run["eval_attack"], "pgd_eval_steps": run["eval_steps"]}
     return {"robust_accuracy": run["robust_accuracy"][epsilon], "eval_attack": run["eval_attack"],
             "eval_steps": run["eval_steps"], **fields}
 
@@ -286,7 +308,7 @@ def _figure(ranked):
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    pathlib.Path(FLAGS.figure).write_bytes(buffer.getvalue())
+    files.write_atomic(FLAGS.figure, buffer.getvalue())
 
 
 def main(argv):

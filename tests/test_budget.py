@@ -82,6 +82,11 @@ def test_runs_rank_by_the_suites_worst_case_on_every_image_and_without_it_are_na
     ranked = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text().splitlines()]
     assert [(r["name"], r["robust_accuracy"]) for r in ranked] == [("b", 0.25), ("a", 0.1)]
     assert ranked[0]["eval_attack"] == "quick suite worst case"
+    # The PGD row of the same lines rides along, in the lines and in the printed table.
+    assert [r["pgd_robust_accuracy"] for r in ranked] == [0.3, 0.4]
+    assert "| run | method | cost (SimCLR steps) | clean | pgd_linf-20 | suite worst case |" in (
+        result.stdout)
+    assert "| b | tarrl | 200 | 0.500 | 0.300 | 0.250 |" in result.stdout
     result = _rank(tmp_path, runs + [_run("c", 0.5)], ratios, "--rank_by=suite")
     assert result.returncode != 0 and "c has no suite evaluation" in result.stderr
     # --names ranks a chosen few: c is left out, a name without a run is refused.
@@ -91,6 +96,8 @@ def test_runs_rank_by_the_suites_worst_case_on_every_image_and_without_it_are_na
     assert [r["name"] for r in ranked] == ["b", "a"]
     result = _rank(tmp_path, runs, ratios, "--names=a,d")
     assert result.returncode != 0 and "--names: no run ['d'] in --results" in result.stderr
+    result = _rank(tmp_path, runs, ratios, "--task=parity")
+    assert result.returncode != 0 and "No run of task 'parity' in --results" in result.stderr
 
 
 def test_a_second_stage_built_on_a_zoo_entry_pays_for_its_training(tmp_path):
