@@ -106,14 +106,17 @@ def run(backup_dir, interrupt_at=None):
         keras.Model.fit = fit
     return encoder.get_weights(), history
 
-uninterrupted, _ = run(r"{tmp_path / 'whole'}")
+uninterrupted, whole_history = run(r"{tmp_path / 'whole'}")
 try:
     run(r"{tmp_path / 'interrupted'}", interrupt_at=1)
     raise AssertionError("not interrupted")
 except Interrupted:
     pass
 resumed, history = run(r"{tmp_path / 'interrupted'}")
-assert len(history["loss"]) == 2  # epochs 2 and 3 only
+# The whole run's history: the interrupted run's epoch 1, then epochs 2 and 3.
+assert sorted(history) == sorted(whole_history)
+for name, values in history.items():
+    assert len(values) == 3 and np.allclose(values, whole_history[name], rtol=1e-6), name
 difference = max(np.abs(a - b).max() for a, b in zip(uninterrupted, resumed))
 print(f"resumed vs uninterrupted: max |weight difference| {{difference:.2e}}")
 assert difference == 0, difference  # the same steps in the same order

@@ -437,13 +437,31 @@ def test_a_resumed_pretraining_counts_the_time_before_the_restart(images, make_c
                              verbose=0)
     monkeypatch.undo()
 
+    first_loss = json.loads((backup / "clock.json").read_text())["history"]["loss"]
+    assert len(first_loss) == 1
+
+    epochs_run = _EpochsRun()
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, callbacks=(), **k: fit(
+        self, *a, callbacks=[*callbacks, epochs_run], **k))
     start = time.perf_counter()
     _, history, seconds = pretraining.pretrain(encoder, images, epochs=3, batch_size=8,
                                                backup_dir=str(backup), verbose=0)
     resumed_run = time.perf_counter() - start
-    assert len(history["loss"]) == 2  # It resumed after the first epoch ...
-    assert seconds > resumed_run  # ... and its time includes the first run's.
+    assert epochs_run.epochs == [1, 2]  # It resumed after the first epoch ...
+    assert seconds > resumed_run  # ... its time includes the first run's ...
+    # ... and so does its history: the interrupted run's epoch, then the two run now.
+    assert len(history["loss"]) == 3 and history["loss"][:1] == first_loss
+    assert all(len(values) == 3 for values in history.values())
     assert not backup.exists() or not any(backup.iterdir())
+
+
+class _EpochsRun(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
 
 
 def test_pretrain_rejects_fewer_images_than_a_batch(images, make_cnn):

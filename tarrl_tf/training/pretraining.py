@@ -68,8 +68,9 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
             killed while writing a backup) started again with the same folder
             resumes after its last complete epoch, with the model, optimizer
             and random generators of then, and (with `make`) ends with the
-            weights of the run that never stopped; the seconds returned count
-            the runs before the restart too.
+            weights of the run that never stopped; the seconds and the
+            history (one value per epoch and log) returned count the runs
+            before the restart too.
         verbose: Keras verbosity.
 
     Under `tf.distribute`, call it in the strategy's scope (the optimizer's
@@ -100,31 +101,36 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
         options = {"initial_epoch": first_epoch,
                    "steps_per_epoch": int(dataset.cardinality()) // (epochs - start)}
     # The dataset is shuffled already (and Keras would warn that shuffle=True is ignored).
-    history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                        shuffle=False, **options)
-    return history.history, clock.seconds
+    model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False,
+              **options)
+    # The clock's history: with a backup folder, the epochs before a restart too.
+    return clock.history, clock.seconds
 
 
 class TrainingClock(keras.callbacks.Callback):
-    """Training time, summed over the runs of one `BackupAndRestore` folder if given.
+    """Training time and per-epoch logs, over the runs of one `BackupAndRestore` folder if given.
 
-    A resumed run alone would report only the epochs after the restart, and a
-    model card would then understate the cost of the method. The time so far
-    is kept in `<backup_dir>/clock.json` after each epoch, beside the backup
-    it belongs to (and removed with it when training ends).
+    A resumed run alone would report only the epochs after the restart: a
+    model card would understate the cost of the method, and a report's
+    training history would start at the restart. The time and the logs so
+    far are kept in `<backup_dir>/clock.json` after each epoch, beside the
+    backup they belong to (and removed with it when training ends).
     """
 
     def __init__(self, backup_dir=None):
         super().__init__()
         self.path = os.path.join(backup_dir, "clock.json") if backup_dir else None
         self.seconds = 0.0
+        self.history = {}
 
     def on_train_begin(self, logs=None):
-        self._earlier, self._timed_epochs = 0.0, 0
+        self._earlier, self._timed_epochs, self.history = 0.0, 0, {}
         if self.path and os.path.exists(self.path):
             with open(self.path) as f:
                 saved = json.load(f)
             self._earlier, self._timed_epochs = saved["seconds"], saved["epochs"]
+            # Folders written before the logs were kept have none: the history starts later.
+            self.history = saved.get("history", {})
         self._resume_checked = False
         self._start = time.perf_counter()
 
@@ -134,13 +140,16 @@ class TrainingClock(keras.callbacks.Callback):
             if epoch != self._timed_epochs:
                 warnings.warn(
                     f"Resuming at epoch {epoch + 1}, but {self.path} timed {self._timed_epochs} "
-                    "epochs: the wall-clock time returned leaves out the untimed ones"
+                    "epochs: the wall-clock time and history returned leave out the others"
                 )
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds = self._earlier + time.perf_counter() - self._start
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
         if self.path:
-            write_atomic(self.path, json.dumps({"epochs": epoch + 1, "seconds": self.seconds}))
+            write_atomic(self.path, json.dumps({"epochs": epoch + 1, "seconds": self.seconds,
+                                                "history": self.history}))
 
     def on_train_end(self, logs=None):
         self.seconds = self._earlier + time.perf_counter() - self._start
