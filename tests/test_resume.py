@@ -6,6 +6,7 @@ compares the final encoder with the one of a run that was never interrupted:
 bit for bit (same CPU, same threads; the runs differ only in the restart).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -24,10 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # RUN_DIR/backup and saves RUN_DIR/encoder.npz. $HOLD_AT stops it (for the test to kill it) at
 # "batch E B" (before batch B of epoch E, from 0), "save N" (the N-th backup's weights half
 # written, as a kill in the middle of h5py's write leaves them) or "saved N" (the N-th backup
-# complete, before the training clock is written and, after the last epoch, before the backups
-# are removed).
+# complete, after the training clock is written and, after the last epoch, before the backups
+# are removed). It prints the epochs it trained and saves the history it returned.
 _RUN = textwrap.dedent("""
-    import os, pathlib, sys, time
+    import json, os, pathlib, sys, time
     import keras
     import numpy as np
     from tarrl_tf import pipeline
@@ -41,9 +42,12 @@ _RUN = textwrap.dedent("""
         open(os.environ["HOLD_MARKER"], "w").close()
         time.sleep(600)
 
+    trained = []
+
     class Hold(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
+            trained.append(epoch)
 
         def on_train_batch_begin(self, batch, logs=None):
             if hold == f"batch {self.epoch} {batch}":
@@ -88,7 +92,8 @@ _RUN = textwrap.dedent("""
         settings = pipeline.Settings(datasets_dir=".", output_dir=str(run_dir))
         encoder, history, _ = pipeline.train(row, x, y, run_dir, settings)
     np.savez(run_dir / "encoder.npz", *encoder.get_weights())
-    print("EPOCHS RUN", len(history.get("loss", [])))
+    (run_dir / "history.json").write_text(json.dumps(history))
+    print("EPOCHS RUN", len(trained))
 """)
 
 
@@ -127,11 +132,16 @@ def _weights(run_dir):
         return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
-def _assert_same_weights(run_dir, reference):
+def _assert_same_run(run_dir, reference):
+    """The same final weights, and the same history of all 3 epochs (not only the rerun's)."""
     got, expected = _weights(run_dir), _weights(reference)
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
+    history, unbroken = (json.loads((d / "history.json").read_text()) for d in (run_dir, reference))
+    assert sorted(history) == sorted(unbroken)
+    for name, values in history.items():
+        assert len(values) == 3 and np.allclose(values, unbroken[name], rtol=1e-6), name
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +187,7 @@ def test_a_killed_tarrl_run_resumes_to_the_weights_of_an_unbroken_run(
     assert f"EPOCHS RUN {rerun_epochs}" in out
     assert (f"Resuming after epoch {left[0]}" in out) if left else ("Resuming" not in out)
     assert not backup.exists()  # A finished run cleans up.
-    _assert_same_weights(run_dir, unbroken("tarrl"))
+    _assert_same_run(run_dir, unbroken("tarrl"))
 
 
 @pytest.mark.large
@@ -188,4 +198,4 @@ def test_a_baseline_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
     _run(tmp_path, method, run_dir, hold="batch 1 2")
     out = _run(tmp_path, method, run_dir)
     assert "Resuming after epoch 1" in out and "EPOCHS RUN 2" in out
-    _assert_same_weights(run_dir, unbroken(method))
+    _assert_same_run(run_dir, unbroken(method))

@@ -86,8 +86,9 @@ def fit_model(model, dataset, *, steps_per_epoch, epochs, learning_rate, backup_
     model.compile(optimizer=keras.optimizers.Adam(schedule))
     clock = TrainingClock(backup_dir)
     backup = AtomicBackupAndRestore(backup_dir) if backup_dir else None
-    # The check first: a non-finite epoch is never backed up.
-    callbacks = [StopOnNonFinite(backup_dir)] + ([backup] if backup else []) + [clock]
+    # The check first: a non-finite epoch is never backed up. The clock before the backup: once
+    # an epoch's backup is complete, its time and logs are on disk too.
+    callbacks = [StopOnNonFinite(backup_dir), clock] + ([backup] if backup else [])
     options = {}
     if callable(dataset):
         # Restored before the data are made: they start at the epoch the run resumes at.
@@ -137,7 +138,10 @@ class TrainingClock(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self._resume_checked:
             self._resume_checked = True
-            if epoch != self._timed_epochs:
+            # Killed after the clock, before its epoch's backup was complete: that epoch runs
+            # again, so its logs go (its time stays: it was spent).
+            self.history = {name: values[:epoch] for name, values in self.history.items()}
+            if epoch > self._timed_epochs:
                 warnings.warn(
                     f"Resuming at epoch {epoch + 1}, but {self.path} timed {self._timed_epochs} "
                     "epochs: the wall-clock time and history returned leave out the others"
