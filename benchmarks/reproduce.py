@@ -78,6 +78,9 @@ def main(argv):
     settings = pipeline.Settings(datasets_dir=FLAGS.datasets_dir, output_dir=output_dir,
                                  zoo_dir=zoo_dir, publish=FLAGS.publish, replace=FLAGS.replace,
                                  quick=FLAGS.quick, strategy=FLAGS.strategy)
+    if not FLAGS.reevaluate:
+        # A first stage or teacher out of reach fails now, not after the rows before it trained.
+        pipeline.check_sources([rows[name] for name in FLAGS.row], settings)
     for name in FLAGS.row:
         if FLAGS.reevaluate:
             pipeline.reevaluate_row(rows[name], settings, source_zoo)

@@ -171,10 +171,14 @@ def _precision_fact(row):
 def _load_encoder(name, settings):
     """An encoder named by a row (a teacher, a first stage): a `.keras` file, the row's encoder
     trained in this output folder, or the zoo entry of that name."""
-    for path in (pathlib.Path(name), pathlib.Path(settings.output_dir) / name / "encoder.keras"):
+    for path in _source_paths(name, settings):
         if path.suffix == ".keras" and path.is_file():
             return keras.models.load_model(path)
     return zoo.load(name, zoo_dir=settings.zoo_dir)
+
+
+def _source_paths(name, settings):
+    return pathlib.Path(name), pathlib.Path(settings.output_dir) / name / "encoder.keras"
 
 
 def _copy_weights(source, target):
@@ -306,6 +310,33 @@ def attack_specs(ev, task):
                                         steps=ev.get("attack_steps"),
                                         precision=ev.get("mixed_precision"))
     return specs
+
+
+# Row keys that name another encoder the row needs before it trains.
+_SOURCE_KEYS = ("init_encoder", "teacher")
+
+
+def check_sources(rows, settings):
+    """Raises a ValueError, before any training, for a row whose first stage or teacher is out of
+    reach: not a `.keras` file, not trained in `settings.output_dir`, not in the zoo, and not
+    an earlier row of `rows` (run in this order)."""
+    published = None
+    earlier = set()
+    for row in rows:
+        for key in _SOURCE_KEYS:
+            name = row.get(key)
+            if not name or name in earlier or any(
+                    path.suffix == ".keras" and path.is_file() for path in _source_paths(name, settings)):
+                continue
+            if published is None:
+                published = set(zoo.list(zoo_dir=settings.zoo_dir))
+            if name not in published:
+                raise ValueError(
+                    f"row {row['name']!r}: its {key} {name!r} is not a .keras file, not trained in "
+                    f"{settings.output_dir}, and not in the zoo {zoo.resolve_zoo_dir(settings.zoo_dir)}; "
+                    f"run the row {name!r} first in the same command (--row={name} "
+                    f"--row={row['name']})")
+        earlier.add(row["name"])
 
 
 def check_unpublished(name, zoo_dir):

@@ -1,5 +1,6 @@
 """`tarrl_tf.pipeline` in-process: a row trained by its registered method, evaluated and published."""
 
+import dataclasses
 import json
 
 import keras
@@ -125,6 +126,28 @@ def test_a_second_stage_keeps_near_its_first_stage_with_keep_weight(setup, tmp_p
     from_scratch = _row("tiny_cnn_tarrl_keep_linf01", "tarrl", regularizer=regularizer)
     with pytest.raises(ValueError, match="needs an init_encoder"):
         pipeline.train(from_scratch, images, labels, tmp_path, settings)
+
+
+def test_a_first_stage_or_teacher_out_of_reach_is_named_before_any_row_trains(setup, tmp_path):
+    first = tarrl_tf.encoders.small_cnn(input_shape=IMAGE_SHAPE, width=4)
+    first.save(tmp_path / "first.keras")
+    simclr = _row("tiny_cnn_simclr_first", "simclr")
+    second = _row("tiny_cnn_tarrl_second", "tarrl", init_encoder="tiny_cnn_simclr_first")
+    student = _row("tiny_cnn_deacl_student", "deacl", teacher="tiny_cnn_simclr_first")
+    settings = dataclasses.replace(_settings(setup), output_dir=str(tmp_path / "runs"))
+    # In reach: an earlier row of the same run, a .keras file.
+    pipeline.check_sources([simclr, second, student], settings)
+    pipeline.check_sources([_row("a", "acl", init_encoder=str(tmp_path / "first.keras"))], settings)
+    # Out of reach: the row that would train it comes later, or not at all.
+    with pytest.raises(ValueError, match=r"row 'tiny_cnn_tarrl_second': its init_encoder "
+                                         r"'tiny_cnn_simclr_first' is not .*--row=tiny_cnn_simclr_first"):
+        pipeline.check_sources([second, simclr], settings)
+    with pytest.raises(ValueError, match=r"its teacher 'tiny_cnn_simclr_first'"):
+        pipeline.check_sources([student], settings)
+    # Trained earlier into the output folder: in reach.
+    (tmp_path / "runs" / "tiny_cnn_simclr_first").mkdir(parents=True)
+    first.save(tmp_path / "runs" / "tiny_cnn_simclr_first" / "encoder.keras")
+    pipeline.check_sources([second, student], settings)
 
 
 def test_a_labeled_method_trains_on_labels(setup, tmp_path):
