@@ -4,7 +4,8 @@ Numbers are read, never typed or recomputed:
 - one table per dataset and task: the linear probe's clean accuracy, robust
   accuracy under each attack and radius (a column measured on fewer test
   images than the table's says how many), pretraining wall-clock relative to
-  plain SimCLR;
+  plain SimCLR, counting the encoder a row starts from or distils from (its
+  `init_encoder` / `teacher`, a zoo entry) as part of the row's cost;
 - the transfer table: TARRL's robust-accuracy gap over SimCLR on each derived
   task as a fraction of its gap on the labels task;
 - from `benchmarks/ablation.py`'s JSON lines: the ablation table, the mean and
@@ -39,6 +40,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 flags.DEFINE_string("zoo_dir", None, "Zoo to read (default: zoo/).")
 flags.DEFINE_string("ablation", str(REPO / "benchmarks" / "ablation.jsonl"),
                     "JSON lines of benchmarks/ablation.py (skipped when absent).")
+flags.DEFINE_string("experiments", str(REPO / "benchmarks" / "experiments.json"),
+                    "Rows of the cards: where a card does not say which encoder its row started "
+                    "from or distilled from (skipped when absent).")
 flags.DEFINE_string("figures_dir", str(REPO / "benchmarks" / "figures"), "Where the PNG figures go.")
 flags.DEFINE_string("markdown_out", None, "Also write the printed tables to this file.")
 flags.DEFINE_string("update", None,
@@ -99,14 +103,39 @@ def _column(metric):
     return metric["attack"]["name"], metric["attack"]["epsilon"], metric["num_examples"]
 
 
-def _cost(card, simclr):
-    seconds = card["training"]["wall_clock_seconds"]
-    ratio = f" ({seconds / simclr['training']['wall_clock_seconds']:.1f}x)" if simclr else ""
-    return f"{seconds:.0f}{ratio}"
+# Encoders a row needs trained before its own pretraining starts.
+SOURCE_KEYS = ("init_encoder", "teacher")
 
 
-def task_table(cards, task, simclr):
-    """One dataset's table for `task`: a row per card, a column per (attack, radius, count)."""
+def sources(cards, rows=()):
+    """`{card name: [zoo entries it starts from or distils from]}`: the card's training facts,
+    else its row's (cards published before they recorded them)."""
+    by_row = {row["name"]: row for row in rows}
+    found = {}
+    for card in cards:
+        facts = card["training"] if any(k in card["training"] for k in SOURCE_KEYS) else \
+            by_row.get(card["name"], {})
+        found[card["name"]] = list(dict.fromkeys(facts[k] for k in SOURCE_KEYS if facts.get(k)))
+    return found
+
+
+def _cost(card, simclr, before):
+    """`seconds (ratio)`; with `before` (cards trained first), their seconds are added and named."""
+    own = card["training"]["wall_clock_seconds"]
+    seconds = own + sum(c["training"]["wall_clock_seconds"] for c in before)
+    ratio = f"{seconds / simclr['training']['wall_clock_seconds']:.1f}x" if simclr else ""
+    parts = [f"`{c['name']}` {c['training']['wall_clock_seconds']:.0f}" for c in before]
+    detail = "; ".join(([ratio] if ratio else []) + ([f"{own:.0f} + " + " + ".join(parts)]
+                                                     if parts else []))
+    return f"{seconds:.0f}" + (f" ({detail})" if detail else "")
+
+
+def task_table(cards, task, simclr, before=None):
+    """One dataset's table for `task`: a row per card, a column per (attack, radius, count).
+
+    `before`: `{card name: [cards trained before it]}` (see `sources`), counted in its cost.
+    """
+    before = before or {}
     rows = [(card, _task_metrics(card, task)) for card in cards]
     rows = [(card, metrics) for card, metrics in rows if metrics]
     count = _full_count([m for _, metrics in rows for m in metrics])
@@ -125,7 +154,7 @@ def task_table(cards, task, simclr):
         if headlines:
             cells.insert(0, headline_cell(card.get("headline")))
         lines.append(f"| `{card['name']}` | {clean_accuracy(metrics):.3f} | " + " | ".join(cells)
-                     + f" | {_cost(card, simclr)} |")
+                     + f" | {_cost(card, simclr, before.get(card['name'], []))} |")
     return lines
 
 
@@ -137,13 +166,17 @@ def headline_cell(headline):
             f"{headline['norm']} {headline['epsilon']:.3g}, n={headline['num_examples']})")
 
 
-def tables(cards):
+def tables(cards, rows=()):
+    """Every dataset's task tables; `rows` (experiments.json's) name what older cards started from."""
+    by_name = {c["name"]: c for c in cards}
+    before = {name: [by_name[s] for s in names if s in by_name]
+              for name, names in sources(cards, rows).items()}
     lines = []
     for dataset in sorted({c["dataset"] for c in cards}):
-        rows = _sorted_cards(cards, dataset)
-        simclr = next((c for c in rows if c["method"] == "simclr"), None)
-        for task in _tasks(rows):
-            lines += task_table(rows, task, simclr)
+        dataset_cards = _sorted_cards(cards, dataset)
+        simclr = next((c for c in dataset_cards if c["method"] == "simclr"), None)
+        for task in _tasks(dataset_cards):
+            lines += task_table(dataset_cards, task, simclr, before)
     return "\n".join(lines)
 
 
@@ -417,9 +450,9 @@ def ablation_sections(lines):
 # --------------------------------------------------------------------------- output
 
 
-def report(cards, lines):
+def report(cards, lines, rows=()):
     """`(markdown, figures)`: the tables' text and `{file name: matplotlib Figure}`."""
-    sections = [tables(cards), "\n### Transfer to derived tasks\n", transfer(cards)]
+    sections = [tables(cards, rows), "\n### Transfer to derived tasks\n", transfer(cards)]
     figures = {f"{d}_epsilon_sweep.png": epsilon_sweep_figure(cards, d)
                for d in sorted({c["dataset"] for c in cards})}
     if lines:
@@ -458,7 +491,9 @@ def main(argv):
     del argv
     cards = [zoo.info(name, zoo_dir=FLAGS.zoo_dir) for name in zoo.list(zoo_dir=FLAGS.zoo_dir)]
     lines = read_lines(FLAGS.ablation) if os.path.exists(FLAGS.ablation) else []
-    markdown, figures = report(cards, lines)
+    rows = json.loads(pathlib.Path(FLAGS.experiments).read_text())["rows"] \
+        if os.path.exists(FLAGS.experiments) else []
+    markdown, figures = report(cards, lines, rows)
     print(markdown)
     if FLAGS.markdown_out:
         write_atomic(FLAGS.markdown_out, markdown)

@@ -45,6 +45,8 @@ QUICK_EVALUATION = {"num_examples": 100, "attack_steps": 5, "head_epochs": 5, "s
 KEPT_CARD_FACTS = ("dataset", "architecture", "method", "regularizer", "threat_model", "training")
 # Keys of a row's "regularizer" that are not arguments of the training model.
 _ROW_ONLY_KEYS = ("steps", "warmup_epochs")
+# Row keys that name another encoder the row needs before it trains.
+_SOURCE_KEYS = ("init_encoder", "teacher")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +170,13 @@ def _precision_fact(row):
     return {"mixed_precision": row["mixed_precision"]} if row.get("mixed_precision") else {}
 
 
+def _source_facts(row):
+    # A card says which encoder it started from or distilled from (a file by its name only:
+    # no machine path goes into a card); its cost includes that encoder's.
+    return {key: pathlib.Path(row[key]).name if row[key].endswith(".keras") else row[key]
+            for key in _SOURCE_KEYS if row.get(key)}
+
+
 def _load_encoder(name, settings):
     """An encoder named by a row (a teacher, a first stage): a `.keras` file, the row's encoder
     trained in this output folder, or the zoo entry of that name."""
@@ -224,7 +233,7 @@ def run_row(row, settings):
                       "train_examples": row.get("train_examples") or 0,
                       "learning_rate": row["learning_rate"], "hardware": "2 CPU cores",
                       "command": f"python benchmarks/reproduce.py --row={row['name']}",
-                      **_precision_fact(row)},
+                      **_precision_fact(row), **_source_facts(row)},
             notes=row.get("notes")), settings.zoo_dir, replace=settings.replace)
     return results
 
@@ -310,10 +319,6 @@ def attack_specs(ev, task):
                                         steps=ev.get("attack_steps"),
                                         precision=ev.get("mixed_precision"))
     return specs
-
-
-# Row keys that name another encoder the row needs before it trains.
-_SOURCE_KEYS = ("init_encoder", "teacher")
 
 
 def check_sources(rows, settings):

@@ -150,6 +150,18 @@ def test_a_first_stage_or_teacher_out_of_reach_is_named_before_any_row_trains(se
     pipeline.check_sources([second, student], settings)
 
 
+def test_a_published_second_stage_names_its_first_stage_in_its_card(setup, tmp_path):
+    keras.utils.set_random_seed(5)
+    tarrl_tf.encoders.small_cnn(input_shape=IMAGE_SHAPE, width=4).save(tmp_path / "first.keras")
+    row = _row("tiny_cnn_tarrl_second_linf01", "tarrl", init_encoder=str(tmp_path / "first.keras"),
+               regularizer={"estimator": "fgsm", "weight": 1.0, "keep_weight": 1.0})
+    pipeline.run_row(row, dataclasses.replace(_settings(setup), output_dir=str(tmp_path / "runs")))
+    card = zoo.info(row["name"], zoo_dir=setup / "zoo")
+    # By its file name: no machine path goes into a card.
+    assert card["training"]["init_encoder"] == "first.keras" and "teacher" not in card["training"]
+    assert str(tmp_path) not in json.dumps(card)
+
+
 def test_a_labeled_method_trains_on_labels(setup, tmp_path):
     row = _row("tiny_cnn_supervised_at_linf01", "supervised_at", regularizer={"steps": 1})
     images, labels = prototype_data(64, seed=3)

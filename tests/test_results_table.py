@@ -152,6 +152,26 @@ def test_task_tables_read_the_cards(cards):
     assert parity["`mnist_cnn_tarrl_linf03`"]["pgd_linf 0.2"] == "0.050"
 
 
+def test_a_rows_cost_counts_the_encoder_it_starts_from_or_distils_from(cards):
+    tarrl, simclr = cards
+    # The card names its first stage; an older card's row names its teacher.
+    second = _card("mnist_cnn_tarrl_two_stage", "tarrl", 300.0, tarrl["metrics"])
+    second["training"]["init_encoder"] = "mnist_cnn_simclr"
+    student = _card("mnist_cnn_deacl_linf03", "deacl", 100.0, tarrl["metrics"])
+    rows = [{"name": "mnist_cnn_deacl_linf03", "teacher": "mnist_cnn_simclr"},
+            {"name": "mnist_cnn_tarrl_two_stage", "init_encoder": "not_what_the_card_says"}]
+    assert results_table.sources([second, student, tarrl], rows) == {
+        "mnist_cnn_tarrl_two_stage": ["mnist_cnn_simclr"], "mnist_cnn_deacl_linf03": ["mnist_cnn_simclr"],
+        "mnist_cnn_tarrl_linf03": []}
+    labels = _by_first_cell(_rows(results_table.tables([simclr, tarrl, second, student], rows),
+                                  "### mnist, task `labels`"))
+    cost = "pretraining s (x simclr)"
+    assert labels["`mnist_cnn_tarrl_two_stage`"][cost] == "500 (2.5x; 300 + `mnist_cnn_simclr` 200)"
+    assert labels["`mnist_cnn_deacl_linf03`"][cost] == "300 (1.5x; 100 + `mnist_cnn_simclr` 200)"
+    assert labels["`mnist_cnn_tarrl_linf03`"][cost] == "500 (2.5x)"
+    assert labels["`mnist_cnn_simclr`"][cost] == "200 (1.0x)"
+
+
 def test_subset_columns_show_their_count_and_clean_comes_from_the_full_rows(cards):
     rows = _rows(results_table.tables(cards), "### mnist, task `labels`")
     assert "cw_l2 2 (n=100)" in rows[0] and "spsa 0.1 (n=100)" in rows[0]

@@ -115,6 +115,14 @@ def test_pages_are_rendered_from_the_card(built):
     assert pages.write_pages(built) == [] and pages.stale_pages(built) == []
 
 
+def test_the_index_names_the_encoder_a_row_started_from_or_distilled_from(built):
+    card = zoo.info(NAME, zoo_dir=built)
+    card["training"] = {**card["training"], "init_encoder": "first_stage", "teacher": "teacher_x"}
+    index = pages.render_index([card])
+    assert "| 1 epochs from `first_stage`, teacher `teacher_x`, 1.1 h on a laptop |" in index
+    assert "Trained on" in pages.render_page(card) and "from `first_stage`" in pages.render_page(card)
+
+
 def test_pages_are_not_checksummed_but_other_files_are(built):
     pages.write_pages(built)
     assert zoo.verify(NAME, zoo_dir=built)["name"] == NAME

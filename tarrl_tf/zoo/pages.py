@@ -295,7 +295,10 @@ def _cost(training):
     took = (f"{seconds / 3600:.1f} h" if seconds >= 3600 else
             f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s")
     where = f" on {training['hardware']}" if training.get("hardware") else ""
-    return f"{training['epochs']} epochs, {took}{where}"
+    # A second stage or a student: its time does not include the encoder it needed first.
+    start = f" from `{training['init_encoder']}`" if training.get("init_encoder") else ""
+    teacher = f", teacher `{training['teacher']}`" if training.get("teacher") else ""
+    return f"{training['epochs']} epochs{start}{teacher}, {took}{where}"
 
 
 def _value(value):
